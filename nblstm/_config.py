@@ -1,0 +1,78 @@
+"""Numba compilation options and threading-layer set-up, in one place.
+
+Every kernel in nblstm is compiled with the options defined here, never with
+literals of its own.
+
+Fast-math flags
+    ``fastmath=True`` would include ``nnan`` and ``ninf``, which let LLVM assume
+    that no NaN or infinity exists; NaN inputs and saturating inputs such as
+    ``1e30`` would then give undefined results. We keep only the flags that
+    allow vectorisation and contraction into FMA without that assumption.
+
+Threading layer
+    Numba's ``workqueue`` layer aborts the process when two Python threads call
+    a parallel function at once, and GNU ``omp`` kills children forked after
+    parallel work. ``tbb`` survives both, but the ``tbb`` wheel installs
+    ``libtbb.so.12`` into ``<prefix>/lib``, which the dynamic loader does not
+    search inside a virtual environment. :func:`_preload_tbb` loads it
+    globally before Numba looks for it. If no safe layer can be had, calls into
+    parallel kernels are serialised by :data:`PARALLEL_LOCK` so that nothing
+    aborts.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+import threading
+
+FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+#: Options for serial kernels.
+JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+
+#: Options for kernels with ``prange`` loops.
+PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+
+
+def _preload_tbb() -> bool:
+    """Load ``libtbb.so.12`` from the interpreter prefix if it is there."""
+    if sys.platform.startswith("win") or sys.platform == "darwin":
+        return False
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix, sys.exec_prefix)):
+        for path in sorted(glob.glob(os.path.join(prefix, "lib", "libtbb.so.12*"))):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+TBB_PRELOADED = _preload_tbb()
+
+#: Held around parallel kernels only when the active threading layer is not
+#: thread-safe (``workqueue``), so concurrent callers wait instead of aborting.
+PARALLEL_LOCK = threading.RLock()
+
+_layer_is_safe: bool | None = None
+
+
+def threading_layer_is_safe() -> bool:
+    """Whether the active Numba threading layer tolerates concurrent callers.
+
+    Only meaningful after the first parallel call (Numba picks the layer
+    lazily); before that it reports ``False`` so callers take the lock.
+    """
+    global _layer_is_safe
+    if _layer_is_safe is None:
+        import numba
+
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no parallel function has run yet
+            return False
+        _layer_is_safe = layer in ("tbb", "omp")
+    return _layer_is_safe
