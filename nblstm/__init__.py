@@ -2,6 +2,10 @@
 
 from . import _config  # noqa: F401  (sets up the threading layer before Numba runs)
 from . import packing
+from ._threads import get_num_threads, set_num_threads
+from .lstm import LSTM, LSTMCell
+from .packing import PackedSequence
 
 __version__ = "0.1.0"
-__all__ = ["packing", "__version__"]
+__all__ = ["LSTM", "LSTMCell", "PackedSequence", "packing", "get_num_threads",
+           "set_num_threads", "__version__"]

@@ -28,13 +28,16 @@ import os
 import sys
 import threading
 
-FASTMATH_FLAGS = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+FASTMATH_FLAGS = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 #: Options for serial kernels.
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
 
 #: Options for kernels with ``prange`` loops.
 PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
+
+#: Options for ``@overload`` implementations (inlined into the calling kernel).
+INLINE_JIT_OPTIONS = dict(fastmath=FASTMATH_FLAGS, error_model="numpy")
 
 
 def _preload_tbb() -> bool:

@@ -1,0 +1,69 @@
+"""How many threads nblstm uses, and keeping Numba and BLAS from fighting.
+
+nblstm runs two kinds of parallel work, never at the same moment: Numba
+kernels (``prange``) and BLAS matrix products (NumPy's and SciPy's
+OpenBLAS). Kernels never call BLAS from inside a ``prange`` loop, so the two
+thread pools take turns instead of oversubscribing the cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator, Optional
+
+import numba
+
+_lock = threading.Lock()
+_num_threads: Optional[int] = None
+
+
+def get_num_threads() -> int:
+    """The number of threads nblstm's kernels use (default: all of Numba's)."""
+    return _num_threads if _num_threads is not None else numba.config.NUMBA_NUM_THREADS
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads for nblstm's kernels and, when threadpoolctl is
+    installed, for the BLAS libraries loaded in this process.
+
+    Parameters
+    ----------
+    n : int
+        Between 1 and ``numba.config.NUMBA_NUM_THREADS`` (set the environment
+        variable ``NUMBA_NUM_THREADS`` before import to change that ceiling).
+
+    Notes
+    -----
+    Without threadpoolctl, limit BLAS with ``OPENBLAS_NUM_THREADS`` (or
+    ``OMP_NUM_THREADS``) in the environment before NumPy is imported.
+    """
+    global _num_threads
+    limit = numba.config.NUMBA_NUM_THREADS
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads(): n must be an int, got {n!r}")
+    if not 1 <= n <= limit:
+        raise ValueError(f"set_num_threads(): n must be between 1 and {limit} "
+                         f"(NUMBA_NUM_THREADS), got {n}")
+    with _lock:
+        _num_threads = n
+        try:
+            import threadpoolctl
+        except ImportError:
+            return
+        threadpoolctl.threadpool_limits(limits=n, user_api="blas")
+
+
+@contextlib.contextmanager
+def numba_threads() -> Iterator[int]:
+    """Run the enclosed kernels with :func:`get_num_threads` Numba threads.
+
+    Numba's thread count is per calling thread; it is restored on exit.
+    """
+    wanted = get_num_threads()
+    previous = numba.get_num_threads()
+    numba.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        numba.set_num_threads(previous)

@@ -1,0 +1,6 @@
+"""The LSTM modules: Numba kernels, the packed-rows driver, public classes."""
+
+from .cell import LSTMCell
+from .module import LSTM
+
+__all__ = ["LSTM", "LSTMCell"]

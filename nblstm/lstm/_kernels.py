@@ -1,0 +1,156 @@
+"""Numba kernels of the LSTM recurrence. They take only arrays and scalars.
+
+Conventions (all arrays C-contiguous, one dtype):
+
+* ``gx`` : (rows, 4H) -- the input projection ``x @ w_ih_t + b`` of the rows
+  of a window of time steps, gate columns in PyTorch's order (i, f, g, o).
+  The kernels add the recurrent product into it in place (it is scratch).
+* ``h`` : (batch, P), ``c`` : (batch, H) -- the running state of one
+  direction, in packed (length-sorted) batch order. A step of ``n`` active
+  rows reads and updates rows ``[0, n)``; rows of finished sequences are left
+  alone, so after the last step every row holds its sequence's final state
+  (and a sequence of length 0 keeps its initial state).
+* ``w_hh_t`` : (P, 4H) and ``w_hr_t`` : (H, P) -- transposed weights;
+  ``w_hr_t`` has shape (0, 0) when there is no projection (then P == H).
+* ``h_full`` : (batch, H) -- scratch for ``o * tanh(c)`` before projection;
+  without projection it is ``h`` itself.
+* ``out`` : (total_rows, D * P) -- the layer output, packed; a direction
+  writes columns ``[out_col, out_col + P)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from ._activations import sigmoid, tanh
+
+
+@njit(**JIT_OPTIONS)
+def matmul_accumulate(a, b, out, n_rows):
+    """``out[:n_rows] += a[:n_rows] @ b`` for small row counts (no BLAS).
+
+    Four rows share each row of ``b`` as it streams through the cache, and
+    the innermost loop runs along contiguous columns so that it vectorises.
+    """
+    n_inner = a.shape[1]
+    n_cols = b.shape[1]
+    r = 0
+    while r + 4 <= n_rows:
+        for k in range(n_inner):
+            a0 = a[r, k]
+            a1 = a[r + 1, k]
+            a2 = a[r + 2, k]
+            a3 = a[r + 3, k]
+            for j in range(n_cols):
+                bkj = b[k, j]
+                out[r, j] += a0 * bkj
+                out[r + 1, j] += a1 * bkj
+                out[r + 2, j] += a2 * bkj
+                out[r + 3, j] += a3 * bkj
+        r += 4
+    while r < n_rows:
+        for k in range(n_inner):
+            a0 = a[r, k]
+            for j in range(n_cols):
+                out[r, j] += a0 * b[k, j]
+        r += 1
+
+
+@njit(**JIT_OPTIONS)
+def cell_update_row(gates, c, h_full, r, hidden):
+    """Fused gates of one row: ``c = f*c + i*g``, ``h_full = o*tanh(c)``."""
+    for j in range(hidden):
+        i = sigmoid(gates[r, j])
+        f = sigmoid(gates[r, hidden + j])
+        g = tanh(gates[r, 2 * hidden + j])
+        o = sigmoid(gates[r, 3 * hidden + j])
+        c_new = f * c[r, j] + i * g
+        c[r, j] = c_new
+        h_full[r, j] = o * tanh(c_new)
+
+
+@njit(**JIT_OPTIONS)
+def copy_rows_to_output(h, out, out_row, out_col, row_lo, row_hi):
+    """``out[out_row + r, out_col:out_col + P] = h[r]`` for r in [row_lo, row_hi)."""
+    for r in range(row_lo, row_hi):
+        for p in range(h.shape[1]):
+            out[out_row + r, out_col + p] = h[r, p]
+
+
+@njit(**JIT_OPTIONS)
+def lstm_step(gates, n_rows, h, c, w_hh_t, w_hr_t, h_full, out, out_row, out_col):
+    """One time step of one direction over its ``n_rows`` active rows.
+
+    ``gates`` holds the step's input projection (n_rows, 4H) and receives
+    the recurrent product in place. Without projection the caller passes
+    ``h`` itself as ``h_full``: the recurrent product has read all of ``h``
+    before the gates overwrite it.
+    """
+    hidden = c.shape[1]
+    matmul_accumulate(h, w_hh_t, gates, n_rows)
+    for r in range(n_rows):
+        cell_update_row(gates, c, h_full, r, hidden)
+    if w_hr_t.shape[0] > 0:
+        h[:n_rows] = 0.0
+        matmul_accumulate(h_full, w_hr_t, h, n_rows)
+    copy_rows_to_output(h, out, out_row, out_col, 0, n_rows)
+
+
+@njit(**JIT_OPTIONS)
+def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
+              h, c, w_hh_t, w_hr_t, h_full, out, out_col):
+    """Run steps ``[step_lo, step_hi)`` of one direction, serially.
+
+    ``gx`` holds the projected input of packed rows starting at ``gx_row0``.
+    With ``reverse`` the steps are walked backwards; the batch then grows,
+    and a sequence's first processed row starts from the initial state still
+    held in its row of ``h``/``c``.
+    """
+    for s in range(step_hi - step_lo):
+        t = step_hi - 1 - s if reverse else step_lo + s
+        n_rows = batch_sizes[t]
+        row = step_offsets[t]
+        lo = row - gx_row0
+        lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_t, w_hr_t, h_full, out, row, out_col)
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def run_steps_both_directions(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets,
+                              h, c, w_hh_t, w_hr_t, h_full, out):
+    """Both directions of a bidirectional layer at once, one thread each.
+
+    Arrays with a leading axis of 2 hold direction 0 (forward) and 1
+    (reverse); ``gx_row0``, ``step_lo``, ``step_hi`` are int64 arrays of 2.
+    The two directions are independent, so they need no synchronisation
+    within the window.
+    """
+    out_width = h.shape[2]
+    for d in prange(2):
+        run_steps(gx[d], gx_row0[d], step_lo[d], step_hi[d], d == 1, batch_sizes,
+                  step_offsets, h[d], c[d], w_hh_t[d], w_hr_t[d], h_full[d], out,
+                  d * out_width)
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
+                   h, c, w_hh_t, w_hr_t, h_full, gates, out, out_col):
+    """As :func:`run_steps`, for large batches: the recurrent product of each
+    step is one BLAS call, the fused gates run in parallel over rows."""
+    hidden = c.shape[1]
+    n_cols = gates.shape[1]
+    for s in range(step_hi - step_lo):
+        t = step_hi - 1 - s if reverse else step_lo + s
+        n_rows = batch_sizes[t]
+        row = step_offsets[t]
+        lo = row - gx_row0
+        np.dot(h[:n_rows], w_hh_t, gates[:n_rows])
+        for r in prange(n_rows):
+            for j in range(n_cols):
+                gates[r, j] += gx[lo + r, j]
+            cell_update_row(gates, c, h_full, r, hidden)
+        if w_hr_t.shape[0] > 0:
+            np.dot(h_full[:n_rows], w_hr_t, h[:n_rows])
+        for r in prange(n_rows):
+            copy_rows_to_output(h, out, row, out_col, r, r + 1)

@@ -1,0 +1,125 @@
+"""Parameters under PyTorch's names, and the layout the kernels want.
+
+The public side is a dict of arrays with torch's keys and shapes
+(``weight_ih_l0``, ``bias_hh_l1_reverse``, ...). Whenever it changes, the
+kernel layout (transposed weights, summed biases, directions stacked) is
+rebuilt once, so no forward call ever transposes or copies weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, NamedTuple, Tuple
+
+import numpy as np
+
+
+class LayerWeights(NamedTuple):
+    """Kernel layout of one layer; the leading axis is the direction (D).
+
+    Attributes
+    ----------
+    w_ih_t : (D, input_size_of_layer, 4H)
+    bias : (D, 4H) -- ``bias_ih + bias_hh`` (zeros without bias)
+    w_hh_t : (D, P, 4H)
+    w_hr_t : (D, H, P), or (D, 0, 0) without projection
+    """
+
+    w_ih_t: np.ndarray
+    bias: np.ndarray
+    w_hh_t: np.ndarray
+    w_hr_t: np.ndarray
+
+
+def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bias: bool,
+                     bidirectional: bool, proj_size: int) -> Dict[str, Tuple[int, ...]]:
+    """Torch's ``state_dict`` keys of an LSTM with their shapes, in torch's order."""
+    real_hidden = proj_size if proj_size > 0 else hidden_size
+    num_directions = 2 if bidirectional else 1
+    shapes: Dict[str, Tuple[int, ...]] = {}
+    for layer in range(num_layers):
+        layer_input = input_size if layer == 0 else real_hidden * num_directions
+        for direction in range(num_directions):
+            suffix = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+            shapes["weight_ih" + suffix] = (4 * hidden_size, layer_input)
+            shapes["weight_hh" + suffix] = (4 * hidden_size, real_hidden)
+            if bias:
+                shapes["bias_ih" + suffix] = (4 * hidden_size,)
+                shapes["bias_hh" + suffix] = (4 * hidden_size,)
+            if proj_size > 0:
+                shapes["weight_hr" + suffix] = (proj_size, hidden_size)
+    return shapes
+
+
+def init_parameters(shapes: Mapping[str, Tuple[int, ...]], hidden_size: int, dtype: np.dtype,
+                    seed: Any) -> Dict[str, np.ndarray]:
+    """PyTorch's default initialisation: every parameter U(-k, k), k = 1/sqrt(hidden_size)."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(hidden_size)
+    return {name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+            for name, shape in shapes.items()}
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """``np.asarray`` that also takes CPU torch tensors which require grad."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def checked_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarray],
+                       dtype: np.dtype, strict: bool, owner: str) -> Dict[str, np.ndarray]:
+    """Validate a state dict against the expected keys and shapes.
+
+    Returns the new full parameter dict (copies, cast to ``dtype``); keys
+    missing from ``state`` keep their current value when ``strict`` is False.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{owner}.load_state_dict() expects a mapping of parameter names to "
+                        f"arrays, got {type(state).__name__}")
+    missing = [k for k in current if k not in state]
+    unexpected = [k for k in state if k not in current]
+    if strict and (missing or unexpected):
+        parts = []
+        if missing:
+            parts.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing))
+        if unexpected:
+            parts.append("Unexpected key(s) in state_dict: "
+                         + ", ".join(f'"{k}"' for k in unexpected))
+        raise ValueError(f"Error(s) in loading state_dict for {owner}: " + "; ".join(parts)
+                       + ". Pass strict=False to load only the matching keys.")
+    params = {k: v.copy() for k, v in current.items()}
+    for name in current:
+        if name not in state:
+            continue
+        value = _to_numpy(state[name])
+        if value.dtype.kind not in "biuf":
+            raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {value.dtype}")
+        if value.shape != current[name].shape:
+            raise ValueError(f"size mismatch for {name}: copying a parameter with shape "
+                             f"{value.shape}, the shape in the current model is "
+                             f"{current[name].shape}. Build the model with the sizes of the "
+                             f"checkpoint.")
+        params[name] = np.array(value, dtype=dtype, order="C", copy=True)
+    return params
+
+
+def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirectional: bool,
+                  hidden_size: int, proj_size: int, dtype: np.dtype) -> List[LayerWeights]:
+    """Build the per-layer kernel layout from torch-named parameters."""
+    suffixes = ["", "_reverse"] if bidirectional else [""]
+    layers = []
+    for layer in range(num_layers):
+        names = [f"_l{layer}{s}" for s in suffixes]
+        w_ih_t = np.stack([params["weight_ih" + n].T for n in names])
+        w_hh_t = np.stack([params["weight_hh" + n].T for n in names])
+        if ("bias_ih" + names[0]) in params:
+            bias = np.stack([params["bias_ih" + n] + params["bias_hh" + n] for n in names])
+        else:
+            bias = np.zeros((len(names), 4 * hidden_size), dtype=dtype)
+        if proj_size > 0:
+            w_hr_t = np.stack([params["weight_hr" + n].T for n in names])
+        else:
+            w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
+        layers.append(LayerWeights(*(np.ascontiguousarray(a, dtype=dtype)
+                                     for a in (w_ih_t, bias, w_hh_t, w_hr_t))))
+    return layers
