@@ -1,0 +1,60 @@
+"""Pure-NumPy reference twins of the LSTM kernels in ``nblstm.lstm._kernels``.
+
+Each twin follows the kernel's contract (same arguments, same in-place
+effects) with the most direct NumPy code, so a kernel can be checked on its
+own, without torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+
+
+def matmul_accumulate(a, b, out, n_rows):
+    out[:n_rows] += a[:n_rows] @ b
+
+
+def cell_update_rows(gates, c, h_full, n_rows):
+    hidden = c.shape[1]
+    g = gates[:n_rows].astype(np.float64)
+    i = sigmoid(g[:, :hidden])
+    f = sigmoid(g[:, hidden:2 * hidden])
+    cell = np.tanh(g[:, 2 * hidden:3 * hidden])
+    o = sigmoid(g[:, 3 * hidden:])
+    c_new = f * c[:n_rows] + i * cell
+    c[:n_rows] = c_new
+    h_full[:n_rows] = o * np.tanh(c_new)
+
+
+def lstm_step(gates, n_rows, h, c, w_hh_t, w_hr_t, h_full, out, out_row, out_col):
+    gates[:n_rows] += h[:n_rows] @ w_hh_t
+    cell_update_rows(gates, c, h_full, n_rows)
+    if w_hr_t.shape[0] > 0:
+        h[:n_rows] = h_full[:n_rows] @ w_hr_t
+    out[out_row:out_row + n_rows, out_col:out_col + h.shape[1]] = h[:n_rows]
+
+
+def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
+              h, c, w_hh_t, w_hr_t, h_full, out, out_col):
+    steps = range(step_lo, step_hi)
+    for t in (reversed(steps) if reverse else steps):
+        n_rows = batch_sizes[t]
+        lo = step_offsets[t] - gx_row0
+        lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_t, w_hr_t, h_full, out,
+                  step_offsets[t], out_col)
+
+
+def lstm_layer(x_rows, batch_sizes, w_ih_t, bias, w_hh_t, w_hr_t, h0, c0):
+    """One direction of one layer over packed rows, from first principles."""
+    offsets = np.concatenate([[0], np.cumsum(batch_sizes)])
+    gx = x_rows @ w_ih_t + bias
+    h, c = h0.copy(), c0.copy()
+    h_full = np.empty_like(c) if w_hr_t.shape[0] > 0 else h
+    out = np.zeros((x_rows.shape[0], h.shape[1]), dtype=h.dtype)
+    run_steps(gx, 0, 0, len(batch_sizes), False, batch_sizes, offsets, h, c, w_hh_t, w_hr_t,
+              h_full, out, 0)
+    return out, h, c

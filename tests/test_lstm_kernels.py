@@ -1,0 +1,153 @@
+"""Each LSTM kernel against its pure-NumPy twin in ``naive_lstm``."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import naive_lstm as naive
+from nblstm.lstm import _kernels
+from nblstm.lstm._activations import sigmoid, tanh
+from nblstm.packing import step_offsets
+
+TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def _rand(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def activations():
+    from numba import njit
+
+    @njit
+    def apply(x, out_tanh, out_sigmoid):
+        for i in range(x.shape[0]):
+            out_tanh[i] = tanh(x[i])
+            out_sigmoid[i] = sigmoid(x[i])
+
+    return apply
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_match_numpy(activations, dtype):
+    x = np.concatenate([np.linspace(-30, 30, 200001), [0.0, -0.0, 1e-30, 1e30, -1e30]]).astype(dtype)
+    out_tanh, out_sigmoid = np.empty_like(x), np.empty_like(x)
+    activations(x, out_tanh, out_sigmoid)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(out_tanh, np.tanh(x.astype(np.float64)), rtol=0,
+                                   atol=TOLERANCE[dtype] / 4)
+        np.testing.assert_allclose(out_sigmoid, naive.sigmoid(x), rtol=0,
+                                   atol=TOLERANCE[dtype] / 4)
+    assert out_tanh.min() >= -1 and out_tanh.max() <= 1
+    assert out_sigmoid.min() >= 0 and out_sigmoid.max() <= 1
+    assert out_tanh[-2] == 1 and out_tanh[-1] == -1
+    assert out_sigmoid[-2] == 1 and out_sigmoid[-1] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activations_propagate_nan(activations, dtype):
+    x = np.array([np.nan], dtype)
+    out_tanh, out_sigmoid = np.empty_like(x), np.empty_like(x)
+    activations(x, out_tanh, out_sigmoid)
+    assert np.isnan(out_tanh[0]) and np.isnan(out_sigmoid[0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 40), dtypes, st.integers(0, 2**32 - 1))
+def test_matmul_accumulate(n_rows, inner, cols, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = _rand(rng, (max(n_rows, 1) + 2, inner), dtype)
+    b = _rand(rng, (inner, cols), dtype)
+    out = _rand(rng, (a.shape[0], cols), dtype)
+    expected = out.copy()
+    naive.matmul_accumulate(a, b, expected, n_rows)
+    _kernels.matmul_accumulate(a, b, out, n_rows)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE[dtype] * inner * 4)
+    assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
+
+
+def _step_case(rng, batch, hidden, proj, dtype):
+    out_width = proj or hidden
+    h = _rand(rng, (batch, out_width), dtype)
+    c = _rand(rng, (batch, hidden), dtype)
+    w_hh_t = _rand(rng, (out_width, 4 * hidden), dtype, 0.5)
+    w_hr_t = _rand(rng, (hidden, proj), dtype, 0.5) if proj else np.zeros((0, 0), dtype)
+    return h, c, w_hh_t, w_hr_t
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(0, 8), dtypes,
+       st.integers(0, 2**32 - 1))
+def test_lstm_step(batch, hidden, proj, dtype, seed):
+    proj = proj if proj < hidden else 0
+    rng = np.random.default_rng(seed)
+    n_rows = int(rng.integers(0, batch + 1))
+    h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
+    gates = _rand(rng, (batch, 4 * hidden), dtype)
+    out = np.zeros((batch + 3, 2 * h.shape[1]), dtype)
+    states = []
+    for impl in (naive, _kernels):
+        hh, cc, g, o = h.copy(), c.copy(), gates.copy(), out.copy()
+        h_full = np.empty_like(cc) if proj else hh
+        impl.lstm_step(g, n_rows, hh, cc, w_hh_t, w_hr_t, h_full, o, 2, h.shape[1])
+        states.append((hh, cc, o))
+    for got, want in zip(states[1], states[0]):
+        np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE[dtype] * 8 * (hidden + 1))
+    assert np.array_equal(states[1][0][n_rows:], h[n_rows:])  # inactive rows keep their state
+    assert np.array_equal(states[1][1][n_rows:], c[n_rows:])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=5), st.integers(1, 6), st.integers(0, 4),
+       st.booleans(), dtypes, st.integers(0, 2**32 - 1))
+def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
+                                                             dtype, seed):
+    """The serial, two-direction and BLAS step loops all equal the NumPy twin."""
+    proj = proj if proj < hidden else 0
+    rng = np.random.default_rng(seed)
+    lengths = np.sort(np.array(lengths))[::-1]
+    batch = len(lengths)
+    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
+    offsets = step_offsets(batch_sizes)
+    n_steps, rows = len(batch_sizes), int(offsets[-1])
+    out_width = proj or hidden
+    gx = _rand(rng, (rows, 4 * hidden), dtype)
+    h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
+
+    def run(kind):
+        hh, cc, g = h.copy(), c.copy(), gx.copy()
+        h_full = np.empty_like(cc) if proj else hh
+        out = np.zeros((rows, 2 * out_width), dtype)
+        col = out_width if reverse else 0
+        if kind == "naive":
+            naive.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
+                            w_hr_t, h_full, out, col)
+        elif kind == "serial":
+            _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
+                               w_hr_t, h_full, out, col)
+        elif kind == "blas":
+            gates = np.empty((batch, 4 * hidden), dtype)
+            _kernels.run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
+                                    w_hh_t, w_hr_t, h_full, gates, out, col)
+        else:  # both directions kernel, our direction in slot 0 or 1
+            d = 1 if reverse else 0
+            stack = lambda a: np.ascontiguousarray(np.stack([a, a]))  # noqa: E731
+            hh2, cc2 = stack(hh), stack(cc)
+            hf2 = stack(h_full) if proj else hh2
+            n = np.int64
+            _kernels.run_steps_both_directions(
+                stack(g), np.array([0, 0], n), np.array([0, 0], n),
+                np.array([n_steps, n_steps], n), batch_sizes, offsets, hh2, cc2,
+                stack(w_hh_t), stack(w_hr_t), hf2, out)
+            hh, cc = hh2[d], cc2[d]
+            out[:, out_width - col:2 * out_width - col] = 0  # the other direction's columns
+        return hh, cc, out
+
+    want = run("naive")
+    for kind in ("serial", "blas", "both"):
+        got = run(kind)
+        for g_arr, w_arr in zip(got, want):
+            np.testing.assert_allclose(g_arr, w_arr, rtol=0,
+                                       atol=TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths))
