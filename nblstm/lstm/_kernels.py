@@ -21,41 +21,103 @@ Conventions (all arrays C-contiguous, one dtype):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import carray, njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._activations import sigmoid, tanh
+
+
+#: Columns of ``out`` one register tile covers (4 ymm registers of float32).
+TILE_COLUMNS = 32
+#: Rows of ``out`` one register tile covers.
+TILE_ROWS = 4
+
+
+@intrinsic
+def _tile_buffer(typingctx, dtype):
+    """A stack array of TILE_ROWS * TILE_COLUMNS elements of ``dtype``.
+
+    A stack array is provably distinct from every other array, so LLVM keeps
+    the tile in registers across the reduction loop instead of reloading and
+    storing it at every step (which it must do for a heap array that could
+    alias the weights).
+    """
+    element = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        size = ir.Constant(ir.IntType(64), TILE_ROWS * TILE_COLUMNS)
+        return cgutils.alloca_once(builder, context.get_value_type(element), size=size)
+
+    return types.CPointer(element)(dtype), codegen
 
 
 @njit(**JIT_OPTIONS)
 def matmul_accumulate(a, b, out, n_rows):
     """``out[:n_rows] += a[:n_rows] @ b`` for small row counts (no BLAS).
 
-    Four rows share each row of ``b`` as it streams through the cache, and
-    the innermost loop runs along contiguous columns so that it vectorises.
+    Register tiling: a tile of 4 rows x 32 columns of ``out`` stays in
+    registers while the reduction runs over ``a``'s columns, so each loaded
+    row segment of ``b`` feeds 4 FMAs. Rows left over go one at a time (two
+    reduction steps per iteration, which keeps LLVM vectorising along the
+    columns rather than gathering down them); columns past the last full
+    tile take a plain loop.
     """
     n_inner = a.shape[1]
     n_cols = b.shape[1]
-    r = 0
-    while r + 4 <= n_rows:
-        for k in range(n_inner):
-            a0 = a[r, k]
-            a1 = a[r + 1, k]
-            a2 = a[r + 2, k]
-            a3 = a[r + 3, k]
-            for j in range(n_cols):
-                bkj = b[k, j]
-                out[r, j] += a0 * bkj
-                out[r + 1, j] += a1 * bkj
-                out[r + 2, j] += a2 * bkj
-                out[r + 3, j] += a3 * bkj
-        r += 4
-    while r < n_rows:
-        for k in range(n_inner):
-            a0 = a[r, k]
-            for j in range(n_cols):
-                out[r, j] += a0 * b[k, j]
-        r += 1
+    width = TILE_COLUMNS
+    tile = carray(_tile_buffer(out.dtype), (TILE_ROWS * TILE_COLUMNS,))
+    n_full = n_cols - n_cols % width
+    for j0 in range(0, n_full, width):
+        r = 0
+        while r + 4 <= n_rows:
+            for jj in range(width):
+                tile[jj] = out[r, j0 + jj]
+                tile[width + jj] = out[r + 1, j0 + jj]
+                tile[2 * width + jj] = out[r + 2, j0 + jj]
+                tile[3 * width + jj] = out[r + 3, j0 + jj]
+            for k in range(n_inner):
+                a0 = a[r, k]
+                a1 = a[r + 1, k]
+                a2 = a[r + 2, k]
+                a3 = a[r + 3, k]
+                for jj in range(width):
+                    bkj = b[k, j0 + jj]
+                    tile[jj] += a0 * bkj
+                    tile[width + jj] += a1 * bkj
+                    tile[2 * width + jj] += a2 * bkj
+                    tile[3 * width + jj] += a3 * bkj
+            for jj in range(width):
+                out[r, j0 + jj] = tile[jj]
+                out[r + 1, j0 + jj] = tile[width + jj]
+                out[r + 2, j0 + jj] = tile[2 * width + jj]
+                out[r + 3, j0 + jj] = tile[3 * width + jj]
+            r += 4
+        while r < n_rows:
+            for jj in range(width):
+                tile[jj] = out[r, j0 + jj]
+            k = 0
+            while k + 2 <= n_inner:
+                a0 = a[r, k]
+                a1 = a[r, k + 1]
+                for jj in range(width):
+                    tile[jj] += a0 * b[k, j0 + jj] + a1 * b[k + 1, j0 + jj]
+                k += 2
+            if k < n_inner:
+                a0 = a[r, k]
+                for jj in range(width):
+                    tile[jj] += a0 * b[k, j0 + jj]
+            for jj in range(width):
+                out[r, j0 + jj] = tile[jj]
+            r += 1
+    if n_full < n_cols:
+        for r in range(n_rows):
+            for k in range(n_inner):
+                a0 = a[r, k]
+                for j in range(n_full, n_cols):
+                    out[r, j] += a0 * b[k, j]
 
 
 @njit(**JIT_OPTIONS)
