@@ -14,8 +14,8 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-def matmul_accumulate(a, b, out, n_rows):
-    out[:n_rows] += a[:n_rows] @ b
+def matmul_accumulate(a, b, out, n_rows, col_lo, col_hi):
+    out[:n_rows, col_lo:col_hi] += a[:n_rows] @ b[:, col_lo:col_hi]
 
 
 def cell_update_rows(gates, c, h_full, n_rows):

@@ -55,15 +55,17 @@ def test_activations_propagate_nan(activations, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 40), dtypes, st.integers(0, 2**32 - 1))
+@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 80), dtypes, st.integers(0, 2**32 - 1))
 def test_matmul_accumulate(n_rows, inner, cols, dtype, seed):
     rng = np.random.default_rng(seed)
+    col_lo = int(rng.integers(0, cols))
+    col_hi = int(rng.integers(col_lo, cols + 1))
     a = _rand(rng, (max(n_rows, 1) + 2, inner), dtype)
     b = _rand(rng, (inner, cols), dtype)
     out = _rand(rng, (a.shape[0], cols), dtype)
     expected = out.copy()
-    naive.matmul_accumulate(a, b, expected, n_rows)
-    _kernels.matmul_accumulate(a, b, out, n_rows)
+    naive.matmul_accumulate(a, b, expected, n_rows, col_lo, col_hi)
+    _kernels.matmul_accumulate(a, b, out, n_rows, col_lo, col_hi)
     np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE[dtype] * inner * 4)
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
@@ -104,7 +106,8 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
        st.booleans(), dtypes, st.integers(0, 2**32 - 1))
 def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
                                                              dtype, seed):
-    """The serial, two-direction and BLAS step loops all equal the NumPy twin."""
+    """The serial, split-units, two-direction and BLAS step loops all equal the
+    NumPy twin."""
     proj = proj if proj < hidden else 0
     rng = np.random.default_rng(seed)
     lengths = np.sort(np.array(lengths))[::-1]
@@ -127,6 +130,10 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         elif kind == "serial":
             _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
                                w_hr_t, h_full, out, col)
+        elif kind == "split":
+            _kernels.run_steps_split_units(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh,
+                                           cc, w_hh_t, w_hr_t, h_full, np.empty_like(hh), out,
+                                           col, 2)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
             _kernels.run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
@@ -146,7 +153,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         return hh, cc, out
 
     want = run("naive")
-    for kind in ("serial", "blas", "both"):
+    for kind in ("serial", "split", "blas", "both"):
         got = run(kind)
         for g_arr, w_arr in zip(got, want):
             np.testing.assert_allclose(g_arr, w_arr, rtol=0,

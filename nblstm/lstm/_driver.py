@@ -25,6 +25,10 @@ from ._weights import LayerWeights
 WINDOW_BYTES = 4 << 20
 #: From this many rows in a step on, the recurrent product goes to BLAS.
 BLAS_MIN_ROWS = 32
+#: From this many multiply-adds per step on (rows x P x 4H), a single
+#: direction splits each step over threads; below it, the cost of starting a
+#: parallel region at every step outweighs the gain.
+SPLIT_MIN_MACS = 1 << 18
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
@@ -56,7 +60,7 @@ def _project(x_rows: np.ndarray, w_ih_t: np.ndarray, bias: np.ndarray,
 
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
-               out: np.ndarray) -> None:
+               out: np.ndarray, n_threads: int) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
     n_dirs, _, four_h = layer.w_hh_t.shape
     hidden = four_h // 4
@@ -87,15 +91,24 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                                                layer.w_hr_t, h_full, out)
         return
 
-    gates = np.empty((max_batch, four_h), dtype=out.dtype) if max_batch >= BLAS_MIN_ROWS else None
+    use_blas = max_batch >= BLAS_MIN_ROWS
+    split = (not use_blas and n_threads > 1
+             and max_batch * layer.w_hh_t.shape[1] * four_h >= SPLIT_MIN_MACS)
+    gates = np.empty((max_batch, four_h), dtype=out.dtype) if use_blas else None
+    h_next = np.empty(h.shape[1:], dtype=h.dtype) if split else None
     for d in range(n_dirs):
         out_col = d * h.shape[2]
         for k in range(len(windows)):
             t0, t1, r0 = direction_window(d, k)
-            if gates is not None:
+            if use_blas:
                 _kernels.run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
                                         h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d],
                                         h_full[d], gates, out, out_col)
+            elif split:
+                _kernels.run_steps_split_units(gx[d], r0, t0, t1, d == 1, batch_sizes,
+                                               step_offsets, h[d], c[d], layer.w_hh_t[d],
+                                               layer.w_hr_t[d], h_full[d], h_next, out,
+                                               out_col, n_threads)
             else:
                 _kernels.run_steps(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
                                    h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d],
@@ -137,7 +150,7 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
     if batch_sizes.shape[0] == 0:
         return out, h_n, c_n
     lock = None if _config.threading_layer_is_safe() else _config.PARALLEL_LOCK
-    with numba_threads():
+    with numba_threads() as n_threads:
         for index, layer in enumerate(layers):
             if index > 0:
                 layer_input = out
@@ -149,9 +162,9 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
             states = slice(index * n_dirs, (index + 1) * n_dirs)
             if lock is None:
                 _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states],
-                           out)
+                           out, n_threads)
             else:
                 with lock:
                     _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states],
-                               c_n[states], out)
+                               c_n[states], out, n_threads)
     return out, h_n, c_n

@@ -55,8 +55,10 @@ def _tile_buffer(typingctx, dtype):
 
 
 @njit(**JIT_OPTIONS)
-def matmul_accumulate(a, b, out, n_rows):
-    """``out[:n_rows] += a[:n_rows] @ b`` for small row counts (no BLAS).
+def matmul_accumulate(a, b, out, n_rows, col_lo, col_hi):
+    """``out[:n_rows, col_lo:col_hi] += a[:n_rows] @ b[:, col_lo:col_hi]``
+    for small row counts (no BLAS). The column range lets threads share one
+    product while every array stays C-contiguous (so loads stay unit-stride).
 
     Register tiling: a tile of 4 rows x 32 columns of ``out`` stays in
     registers while the reduction runs over ``a``'s columns, so each loaded
@@ -66,11 +68,10 @@ def matmul_accumulate(a, b, out, n_rows):
     tile take a plain loop.
     """
     n_inner = a.shape[1]
-    n_cols = b.shape[1]
     width = TILE_COLUMNS
     tile = carray(_tile_buffer(out.dtype), (TILE_ROWS * TILE_COLUMNS,))
-    n_full = n_cols - n_cols % width
-    for j0 in range(0, n_full, width):
+    n_full = col_lo + (col_hi - col_lo) - (col_hi - col_lo) % width
+    for j0 in range(col_lo, n_full, width):
         r = 0
         while r + 4 <= n_rows:
             for jj in range(width):
@@ -112,18 +113,20 @@ def matmul_accumulate(a, b, out, n_rows):
             for jj in range(width):
                 out[r, j0 + jj] = tile[jj]
             r += 1
-    if n_full < n_cols:
+    if n_full < col_hi:
         for r in range(n_rows):
             for k in range(n_inner):
                 a0 = a[r, k]
-                for j in range(n_full, n_cols):
+                for j in range(n_full, col_hi):
                     out[r, j] += a0 * b[k, j]
 
 
 @njit(**JIT_OPTIONS)
-def cell_update_row(gates, c, h_full, r, hidden):
-    """Fused gates of one row: ``c = f*c + i*g``, ``h_full = o*tanh(c)``."""
-    for j in range(hidden):
+def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
+    """Fused gates of row ``r``, hidden units ``[unit_lo, unit_hi)``:
+    ``c = f*c + i*g``, ``h_full = o*tanh(c)``."""
+    hidden = c.shape[1]
+    for j in range(unit_lo, unit_hi):
         i = sigmoid(gates[r, j])
         f = sigmoid(gates[r, hidden + j])
         g = tanh(gates[r, 2 * hidden + j])
@@ -150,13 +153,12 @@ def lstm_step(gates, n_rows, h, c, w_hh_t, w_hr_t, h_full, out, out_row, out_col
     ``h`` itself as ``h_full``: the recurrent product has read all of ``h``
     before the gates overwrite it.
     """
-    hidden = c.shape[1]
-    matmul_accumulate(h, w_hh_t, gates, n_rows)
+    matmul_accumulate(h, w_hh_t, gates, n_rows, 0, gates.shape[1])
     for r in range(n_rows):
-        cell_update_row(gates, c, h_full, r, hidden)
+        cell_update_row(gates, c, h_full, r, 0, c.shape[1])
     if w_hr_t.shape[0] > 0:
         h[:n_rows] = 0.0
-        matmul_accumulate(h_full, w_hr_t, h, n_rows)
+        matmul_accumulate(h_full, w_hr_t, h, n_rows, 0, h.shape[1])
     copy_rows_to_output(h, out, out_row, out_col, 0, n_rows)
 
 
@@ -211,8 +213,47 @@ def run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_off
         for r in prange(n_rows):
             for j in range(n_cols):
                 gates[r, j] += gx[lo + r, j]
-            cell_update_row(gates, c, h_full, r, hidden)
+            cell_update_row(gates, c, h_full, r, 0, hidden)
         if w_hr_t.shape[0] > 0:
             np.dot(h_full[:n_rows], w_hr_t, h[:n_rows])
         for r in prange(n_rows):
             copy_rows_to_output(h, out, row, out_col, r, r + 1)
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def run_steps_split_units(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
+                          h, c, w_hh_t, w_hr_t, h_full, h_next, out, out_col, n_chunks):
+    """As :func:`run_steps`, with each step split over threads by hidden units.
+
+    Thread ``q`` computes the four gate columns of its units for every
+    active row and updates those units' cell state, so one parallel region
+    per step does the whole recurrence. ``h`` must stay intact until all
+    threads have read it: the new state goes to ``h_next`` (or to ``h_full``
+    before projection) and is copied back after the region.
+    """
+    hidden = c.shape[1]
+    chunk = (hidden + n_chunks - 1) // n_chunks
+    chunk = (chunk + 7) // 8 * 8  # whole 32-byte vectors per thread
+    n_parts = (hidden + chunk - 1) // chunk
+    has_proj = w_hr_t.shape[0] > 0
+    new_h = h_full if has_proj else h_next
+    for s in range(step_hi - step_lo):
+        t = step_hi - 1 - s if reverse else step_lo + s
+        n_rows = batch_sizes[t]
+        row = step_offsets[t]
+        lo = row - gx_row0
+        gates = gx[lo:lo + n_rows]
+        for q in prange(n_parts):
+            u0 = q * chunk
+            u1 = min(hidden, u0 + chunk)
+            for gate in range(4):
+                matmul_accumulate(h, w_hh_t, gates, n_rows, gate * hidden + u0,
+                                  gate * hidden + u1)
+            for r in range(n_rows):
+                cell_update_row(gates, c, new_h, r, u0, u1)
+        if has_proj:
+            h[:n_rows] = 0.0
+            matmul_accumulate(h_full, w_hr_t, h, n_rows, 0, h.shape[1])
+        else:
+            h[:n_rows] = h_next[:n_rows]
+        copy_rows_to_output(h, out, row, out_col, 0, n_rows)
