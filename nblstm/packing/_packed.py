@@ -10,19 +10,35 @@ import numpy as np
 class PackedSequence(NamedTuple):
     """A batch of variable-length sequences, packed time-major.
 
+    Made by :func:`~nblstm.packing.pack_padded_sequence` or
+    :func:`~nblstm.packing.pack_sequence`; a plain NamedTuple, so
+    ``PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)``
+    and tuple unpacking work as in torch.
+
     Attributes
     ----------
     data : ndarray, shape (total_rows, *features)
         The rows of every sequence, step by step: first the rows of step 0 of
         every sequence that has one (in sorted order, longest first), then
-        those of step 1, and so on.
+        those of step 1, and so on. ``total_rows == sum(batch_sizes)``.
     batch_sizes : ndarray of int64, shape (max_length,)
-        How many sequences have a row at each time step (non-increasing).
+        How many sequences have a row at each time step (positive,
+        non-increasing). Steps that no sequence reaches are not listed, so
+        zero-length sequences do not show here.
     sorted_indices : ndarray of int64, shape (batch,), or None
         ``sorted_indices[i]`` is the caller's index of the ``i``-th sequence in
-        the packed (length-sorted) order.
+        the packed (length-sorted) order. ``None`` means the identity.
     unsorted_indices : ndarray of int64, shape (batch,), or None
-        The inverse permutation of ``sorted_indices``.
+        The inverse permutation of ``sorted_indices``: the packed position of
+        each of the caller's sequences.
+
+    Notes
+    -----
+    The batch size is ``len(sorted_indices)`` (or ``len(unsorted_indices)``)
+    when present, else ``batch_sizes[0]`` (0 if ``batch_sizes`` is empty).
+    Because zero-length sequences are invisible in ``batch_sizes``, the
+    packing functions always fill in both index fields when some length is 0
+    (the identity permutation if the batch was already sorted).
     """
 
     data: np.ndarray
@@ -33,6 +49,10 @@ class PackedSequence(NamedTuple):
 
 def step_offsets(batch_sizes: np.ndarray) -> np.ndarray:
     """The offset table: the first row in ``data`` of each time step.
+
+    This is how the packing kernels address packed data: step ``t`` of the
+    sequence at sorted position ``i`` (``i < batch_sizes[t]``) is row
+    ``offsets[t] + i``.
 
     Parameters
     ----------
