@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 import naive_lstm as naive
 from nblstm.lstm import _kernels
+from nblstm.lstm._driver import _run_steps_blas
 from nblstm.lstm._activations import sigmoid, tanh
 from nblstm.packing import step_offsets
 
@@ -136,8 +137,8 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
                                            col, 2)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
-            _kernels.run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
-                                    w_hh_t, w_hr_t, h_full, gates, out, col)
+            _run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
+                            w_hh_t, w_hr_t, h_full, gates, out, col)
         else:  # both directions kernel, our direction in slot 0 or 1
             d = 1 if reverse else 0
             stack = lambda a: np.ascontiguousarray(np.stack([a, a]))  # noqa: E731

@@ -58,6 +58,25 @@ def _project(x_rows: np.ndarray, w_ih_t: np.ndarray, bias: np.ndarray,
     dst += bias
 
 
+def _run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
+                    h, c, w_hh_t, w_hr_t, h_full, gates, out, out_col) -> None:
+    """As :func:`_kernels.run_steps`, for large batches: each step's recurrent
+    product (and projection) is one NumPy BLAS call, the fused gates a
+    parallel kernel over rows. A step costs far more than the Python loop."""
+    has_proj = w_hr_t.shape[0] > 0
+    width = h.shape[1]
+    steps = range(step_lo, step_hi)
+    for t in (reversed(steps) if reverse else steps):
+        n_rows = int(batch_sizes[t])
+        row = int(step_offsets[t])
+        np.matmul(h[:n_rows], w_hh_t, out=gates[:n_rows])
+        _kernels.gates_from_product(gates, gx, row - gx_row0, n_rows, c, h_full, not has_proj,
+                                    out, row, out_col)
+        if has_proj:
+            np.matmul(h_full[:n_rows], w_hr_t, out=h[:n_rows])
+            out[row:row + n_rows, out_col:out_col + width] = h[:n_rows]
+
+
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
                out: np.ndarray, n_threads: int) -> None:
@@ -101,9 +120,9 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
         for k in range(len(windows)):
             t0, t1, r0 = direction_window(d, k)
             if use_blas:
-                _kernels.run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
-                                        h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d],
-                                        h_full[d], gates, out, out_col)
+                _run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
+                                h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d], h_full[d],
+                                gates, out, out_col)
             elif split:
                 _kernels.run_steps_split_units(gx[d], r0, t0, t1, d == 1, batch_sizes,
                                                step_offsets, h[d], c[d], layer.w_hh_t[d],

@@ -198,26 +198,19 @@ def run_steps_both_directions(gx, gx_row0, step_lo, step_hi, batch_sizes, step_o
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
-                   h, c, w_hh_t, w_hr_t, h_full, gates, out, out_col):
-    """As :func:`run_steps`, for large batches: the recurrent product of each
-    step is one BLAS call, the fused gates run in parallel over rows."""
+def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, out_col):
+    """The rest of a step whose recurrent product ``gates[:n_rows] = h @ w_hh_t``
+    was computed by BLAS: add the projected input and update the cell.
+    With ``emit`` (no projection: ``h_full`` is ``h``) also write the output
+    rows. Parallel over rows."""
     hidden = c.shape[1]
     n_cols = gates.shape[1]
-    for s in range(step_hi - step_lo):
-        t = step_hi - 1 - s if reverse else step_lo + s
-        n_rows = batch_sizes[t]
-        row = step_offsets[t]
-        lo = row - gx_row0
-        np.dot(h[:n_rows], w_hh_t, gates[:n_rows])
-        for r in prange(n_rows):
-            for j in range(n_cols):
-                gates[r, j] += gx[lo + r, j]
-            cell_update_row(gates, c, h_full, r, 0, hidden)
-        if w_hr_t.shape[0] > 0:
-            np.dot(h_full[:n_rows], w_hr_t, h[:n_rows])
-        for r in prange(n_rows):
-            copy_rows_to_output(h, out, row, out_col, r, r + 1)
+    for r in prange(n_rows):
+        for j in range(n_cols):
+            gates[r, j] += gx[gx_lo + r, j]
+        cell_update_row(gates, c, h_full, r, 0, hidden)
+        if emit:
+            copy_rows_to_output(h_full, out, out_row, out_col, r, r + 1)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
