@@ -175,9 +175,10 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
                 layer_input = out
                 out = np.empty((total_rows, out_width), dtype=h0.dtype)
                 if rng is not None and dropout > 0.0:
+                    # Inverted dropout, as torch: survivors scaled by 1/(1-p); p == 1 drops all.
+                    scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
                     keep = rng.random(layer_input.shape) >= dropout
-                    layer_input = layer_input * keep / (1.0 - dropout)
-                    layer_input = layer_input.astype(h0.dtype, copy=False)
+                    layer_input = (layer_input * (keep * scale)).astype(h0.dtype, copy=False)
             states = slice(index * n_dirs, (index + 1) * n_dirs)
             if lock is None:
                 _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states],
