@@ -62,11 +62,10 @@ class _RecurrentModule:
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"{type(self).__name__}.load_state_dict() expects a mapping of "
                             f"parameter names to arrays, got {type(state_dict).__name__}")
-        internal = {self._internal_name(k): v for k, v in state_dict.items()}
-        current = {k: v for k, v in self._params.items()}
-        params = checked_parameters(internal, current, self.dtype, strict,
+        current = {self._public_name(k): v for k, v in self._params.items()}
+        params = checked_parameters(state_dict, current, self.dtype, strict,
                                     type(self).__name__)
-        self._set_parameters(params)
+        self._set_parameters({self._internal_name(k): v for k, v in params.items()})
 
     def train(self, mode: bool = True):
         """Set training mode (dropout between layers is applied); returns self."""

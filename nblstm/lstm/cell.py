@@ -62,8 +62,10 @@ class LSTMCell(_RecurrentModule):
     @classmethod
     def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTMCell":
         """Build a cell with the configuration and weights of a ``torch.nn.LSTMCell``."""
-        if not all(hasattr(module, a) for a in ("input_size", "hidden_size", "state_dict")):
-            raise TypeError(f"from_torch() expects a torch.nn.LSTMCell, got "
+        weight_ih = getattr(module, "weight_ih", None)
+        if (weight_ih is None or hasattr(module, "num_layers")
+                or tuple(weight_ih.shape)[:1] != (4 * module.hidden_size,)):
+            raise TypeError(f"LSTMCell.from_torch() expects a torch.nn.LSTMCell, got "
                             f"{type(module).__name__}")
         if dtype is None:
             dtype = str(next(iter(module.state_dict().values())).dtype).replace("torch.", "")

@@ -84,8 +84,9 @@ class LSTM(_RecurrentModule):
 
         ``dtype`` defaults to the module's own (float32 or float64).
         """
-        if not all(hasattr(module, a) for a in ("input_size", "hidden_size", "state_dict")):
-            raise TypeError(f"from_torch() expects a torch.nn.LSTM, got {type(module).__name__}")
+        if getattr(module, "mode", None) != "LSTM" or not hasattr(module, "state_dict"):
+            raise TypeError(f"LSTM.from_torch() expects a torch.nn.LSTM, got "
+                            f"{type(module).__name__}")
         if dtype is None:
             dtype = str(next(iter(module.state_dict().values())).dtype).replace("torch.", "")
         lstm = cls(module.input_size, module.hidden_size, module.num_layers, bool(module.bias),
@@ -134,8 +135,8 @@ class LSTM(_RecurrentModule):
         (h_n, c_n) : ndarrays
             Final states, shaped like ``h_0``/``c_0``, in the caller's order.
         """
-        if isinstance(input, PackedSequence):
-            return self._forward_packed(input, hx)
+        if isinstance(input, PackedSequence) or hasattr(input, "batch_sizes"):
+            return self._forward_packed(input, hx)  # ours, or torch's PackedSequence
         x = check.as_float_array(input, "input", self.dtype)
         check.check_input_features(x, "input", self.input_size, (2, 3),
                                    "(L, H_in) unbatched, or (L, N, H_in) / (N, L, H_in) "
