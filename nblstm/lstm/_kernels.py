@@ -71,47 +71,50 @@ def matmul_accumulate(a, b, out, n_rows, col_lo, col_hi):
     width = TILE_COLUMNS
     tile = carray(_tile_buffer(out.dtype), (TILE_ROWS * TILE_COLUMNS,))
     n_full = col_lo + (col_hi - col_lo) - (col_hi - col_lo) % width
-    for j0 in range(col_lo, n_full, width):
+    for j0_signed in range(col_lo, n_full, width):
+        # Unsigned column indices: Numba then emits no negative-index
+        # wraparound, and LLVM sees contiguous loads instead of gathers.
+        j0 = np.uint64(j0_signed)
         r = 0
         while r + 4 <= n_rows:
             for jj in range(width):
-                tile[jj] = out[r, j0 + jj]
-                tile[width + jj] = out[r + 1, j0 + jj]
-                tile[2 * width + jj] = out[r + 2, j0 + jj]
-                tile[3 * width + jj] = out[r + 3, j0 + jj]
+                tile[jj] = out[r, j0 + np.uint64(jj)]
+                tile[width + jj] = out[r + 1, j0 + np.uint64(jj)]
+                tile[2 * width + jj] = out[r + 2, j0 + np.uint64(jj)]
+                tile[3 * width + jj] = out[r + 3, j0 + np.uint64(jj)]
             for k in range(n_inner):
                 a0 = a[r, k]
                 a1 = a[r + 1, k]
                 a2 = a[r + 2, k]
                 a3 = a[r + 3, k]
                 for jj in range(width):
-                    bkj = b[k, j0 + jj]
+                    bkj = b[k, j0 + np.uint64(jj)]
                     tile[jj] += a0 * bkj
                     tile[width + jj] += a1 * bkj
                     tile[2 * width + jj] += a2 * bkj
                     tile[3 * width + jj] += a3 * bkj
             for jj in range(width):
-                out[r, j0 + jj] = tile[jj]
-                out[r + 1, j0 + jj] = tile[width + jj]
-                out[r + 2, j0 + jj] = tile[2 * width + jj]
-                out[r + 3, j0 + jj] = tile[3 * width + jj]
+                out[r, j0 + np.uint64(jj)] = tile[jj]
+                out[r + 1, j0 + np.uint64(jj)] = tile[width + jj]
+                out[r + 2, j0 + np.uint64(jj)] = tile[2 * width + jj]
+                out[r + 3, j0 + np.uint64(jj)] = tile[3 * width + jj]
             r += 4
         while r < n_rows:
             for jj in range(width):
-                tile[jj] = out[r, j0 + jj]
+                tile[jj] = out[r, j0 + np.uint64(jj)]
             k = 0
             while k + 2 <= n_inner:
                 a0 = a[r, k]
                 a1 = a[r, k + 1]
                 for jj in range(width):
-                    tile[jj] += a0 * b[k, j0 + jj] + a1 * b[k + 1, j0 + jj]
+                    tile[jj] += a0 * b[k, j0 + np.uint64(jj)] + a1 * b[k + 1, j0 + np.uint64(jj)]
                 k += 2
             if k < n_inner:
                 a0 = a[r, k]
                 for jj in range(width):
-                    tile[jj] += a0 * b[k, j0 + jj]
+                    tile[jj] += a0 * b[k, j0 + np.uint64(jj)]
             for jj in range(width):
-                out[r, j0 + jj] = tile[jj]
+                out[r, j0 + np.uint64(jj)] = tile[jj]
             r += 1
     if n_full < col_hi:
         for r in range(n_rows):
@@ -124,13 +127,18 @@ def matmul_accumulate(a, b, out, n_rows, col_lo, col_hi):
 @njit(**JIT_OPTIONS)
 def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
     """Fused gates of row ``r``, hidden units ``[unit_lo, unit_hi)``:
-    ``c = f*c + i*g``, ``h_full = o*tanh(c)``."""
-    hidden = c.shape[1]
-    for j in range(unit_lo, unit_hi):
+    ``c = f*c + i*g``, ``h_full = o*tanh(c)``.
+
+    Column indices are unsigned so that no negative-index wraparound is
+    emitted and the loop vectorises with contiguous loads.
+    """
+    hidden = np.uint64(c.shape[1])
+    for j_signed in range(unit_lo, unit_hi):
+        j = np.uint64(j_signed)
         i = sigmoid(gates[r, j])
         f = sigmoid(gates[r, hidden + j])
-        g = tanh(gates[r, 2 * hidden + j])
-        o = sigmoid(gates[r, 3 * hidden + j])
+        g = tanh(gates[r, np.uint64(2) * hidden + j])
+        o = sigmoid(gates[r, np.uint64(3) * hidden + j])
         c_new = f * c[r, j] + i * g
         c[r, j] = c_new
         h_full[r, j] = o * tanh(c_new)
@@ -139,9 +147,10 @@ def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
 @njit(**JIT_OPTIONS)
 def copy_rows_to_output(h, out, out_row, out_col, row_lo, row_hi):
     """``out[out_row + r, out_col:out_col + P] = h[r]`` for r in [row_lo, row_hi)."""
+    col = np.uint64(out_col)
     for r in range(row_lo, row_hi):
         for p in range(h.shape[1]):
-            out[out_row + r, out_col + p] = h[r, p]
+            out[out_row + r, col + np.uint64(p)] = h[r, p]
 
 
 @njit(**JIT_OPTIONS)
