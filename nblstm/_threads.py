@@ -14,6 +14,8 @@ from typing import Iterator, Optional
 
 import numba
 
+from . import _config
+
 _lock = threading.Lock()
 _num_threads: Optional[int] = None
 
@@ -55,15 +57,25 @@ def set_num_threads(n: int) -> None:
 
 
 @contextlib.contextmanager
-def numba_threads() -> Iterator[int]:
-    """Run the enclosed kernels with :func:`get_num_threads` Numba threads.
+def parallel_section() -> Iterator[int]:
+    """Run the enclosed parallel kernels with :func:`get_num_threads` threads.
 
-    Numba's thread count is per calling thread; it is restored on exit.
+    Numba's thread count is per calling thread; it is restored on exit. If
+    the active threading layer is not thread-safe (``workqueue``, when
+    neither TBB nor OpenMP is available), concurrent callers are serialised
+    here instead of aborting the process.
     """
+    lock = None if _config.threading_layer_is_safe() else _config.PARALLEL_LOCK
+    if lock is not None:
+        lock.acquire()
     wanted = get_num_threads()
     previous = numba.get_num_threads()
-    numba.set_num_threads(wanted)
+    if previous != wanted:
+        numba.set_num_threads(wanted)
     try:
         yield wanted
     finally:
-        numba.set_num_threads(previous)
+        if previous != wanted:
+            numba.set_num_threads(previous)
+        if lock is not None:
+            lock.release()

@@ -12,12 +12,12 @@ steps.
 
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .. import _config
-from .._threads import numba_threads
+from .._threads import get_num_threads, parallel_section
 from . import _kernels
 from ._weights import LayerWeights
 
@@ -100,14 +100,9 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
         return t0, t1, r0
 
     if n_dirs == 2 and max_batch < BLAS_MIN_ROWS:
-        for k in range(len(windows)):
-            spans = [direction_window(d, k) for d in range(2)]
-            t_lo = np.array([s[0] for s in spans], dtype=np.int64)
-            t_hi = np.array([s[1] for s in spans], dtype=np.int64)
-            row0 = np.array([s[2] for s in spans], dtype=np.int64)
-            _kernels.run_steps_both_directions(gx, row0, t_lo, t_hi, batch_sizes,
-                                               step_offsets, h, c, layer.w_hh_t,
-                                               layer.w_hr_t, h_full, out)
+        with parallel_section():
+            _run_both_directions(len(windows), direction_window, gx, batch_sizes, step_offsets,
+                                 h, c, layer, h_full, out)
         return
 
     use_blas = max_batch >= BLAS_MIN_ROWS
@@ -115,9 +110,32 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
              and max_batch * layer.w_hh_t.shape[1] * four_h >= SPLIT_MIN_MACS)
     gates = np.empty((max_batch, four_h), dtype=out.dtype) if use_blas else None
     h_next = np.empty(h.shape[1:], dtype=h.dtype) if split else None
+    serial = not (use_blas or split)
+    with contextlib.nullcontext() if serial else parallel_section():
+        _run_directions(n_dirs, len(windows), direction_window, use_blas, split, gx,
+                        batch_sizes, step_offsets, h, c, layer, h_full, gates, h_next, out,
+                        n_threads)
+
+
+def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offsets, h, c,
+                         layer, h_full, out) -> None:
+    """Both directions at once, window by window (forward from the start,
+    reverse from the end), one thread per direction."""
+    for k in range(n_windows):
+        spans = [direction_window(d, k) for d in range(2)]
+        t_lo = np.array([s[0] for s in spans], dtype=np.int64)
+        t_hi = np.array([s[1] for s in spans], dtype=np.int64)
+        row0 = np.array([s[2] for s in spans], dtype=np.int64)
+        _kernels.run_steps_both_directions(gx, row0, t_lo, t_hi, batch_sizes, step_offsets,
+                                           h, c, layer.w_hh_t, layer.w_hr_t, h_full, out)
+
+
+def _run_directions(n_dirs, n_windows, direction_window, use_blas, split, gx, batch_sizes,
+                    step_offsets, h, c, layer, h_full, gates, h_next, out, n_threads) -> None:
+    """Each direction in turn, window by window, with the chosen step kernel."""
     for d in range(n_dirs):
         out_col = d * h.shape[2]
-        for k in range(len(windows)):
+        for k in range(n_windows):
             t0, t1, r0 = direction_window(d, k)
             if use_blas:
                 _run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
@@ -168,23 +186,17 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
     out = np.empty((total_rows, out_width), dtype=h0.dtype)
     if batch_sizes.shape[0] == 0:
         return out, h_n, c_n
-    lock = None if _config.threading_layer_is_safe() else _config.PARALLEL_LOCK
-    with numba_threads() as n_threads:
-        for index, layer in enumerate(layers):
-            if index > 0:
-                layer_input = out
-                out = np.empty((total_rows, out_width), dtype=h0.dtype)
-                if rng is not None and dropout > 0.0:
-                    # Inverted dropout, as torch: survivors scaled by 1/(1-p); p == 1 drops all.
-                    scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
-                    keep = rng.random(layer_input.shape) >= dropout
-                    layer_input = (layer_input * (keep * scale)).astype(h0.dtype, copy=False)
-            states = slice(index * n_dirs, (index + 1) * n_dirs)
-            if lock is None:
-                _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states],
-                           out, n_threads)
-            else:
-                with lock:
-                    _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states],
-                               c_n[states], out, n_threads)
+    n_threads = get_num_threads()
+    for index, layer in enumerate(layers):
+        if index > 0:
+            layer_input = out
+            out = np.empty((total_rows, out_width), dtype=h0.dtype)
+            if rng is not None and dropout > 0.0:
+                # Inverted dropout, as torch: survivors scaled by 1/(1-p); p == 1 drops all.
+                scale = 0.0 if dropout >= 1.0 else 1.0 / (1.0 - dropout)
+                keep = rng.random(layer_input.shape) >= dropout
+                layer_input = (layer_input * (keep * scale)).astype(h0.dtype, copy=False)
+        states = slice(index * n_dirs, (index + 1) * n_dirs)
+        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out,
+                   n_threads)
     return out, h_n, c_n
