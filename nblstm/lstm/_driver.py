@@ -61,8 +61,8 @@ def _project(x_rows: np.ndarray, w_ih_t: np.ndarray, bias: np.ndarray,
 def _run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
                     h, c, w_hh_t, w_hr_t, h_full, gates, out, out_col) -> None:
     """As :func:`_kernels.run_steps`, for large batches: each step's recurrent
-    product (and projection) is one NumPy BLAS call, the fused gates a
-    parallel kernel over rows. A step costs far more than the Python loop."""
+    product (and projection) is one NumPy BLAS call (threaded by BLAS), the
+    fused gates a serial kernel. A step costs far more than the Python loop."""
     has_proj = w_hr_t.shape[0] > 0
     width = h.shape[1]
     steps = range(step_lo, step_hi)
@@ -110,8 +110,7 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
              and max_batch * layer.w_hh_t.shape[1] * four_h >= SPLIT_MIN_MACS)
     gates = np.empty((max_batch, four_h), dtype=out.dtype) if use_blas else None
     h_next = np.empty(h.shape[1:], dtype=h.dtype) if split else None
-    serial = not (use_blas or split)
-    with contextlib.nullcontext() if serial else parallel_section():
+    with parallel_section() if split else contextlib.nullcontext():
         _run_directions(n_dirs, len(windows), direction_window, use_blas, split, gx,
                         batch_sizes, step_offsets, h, c, layer, h_full, gates, h_next, out,
                         n_threads)

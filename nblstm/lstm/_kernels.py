@@ -206,15 +206,20 @@ def run_steps_both_directions(gx, gx_row0, step_lo, step_hi, batch_sizes, step_o
                   d * out_width)
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, out_col):
     """The rest of a step whose recurrent product ``gates[:n_rows] = h @ w_hh_t``
     was computed by BLAS: add the projected input and update the cell.
     With ``emit`` (no projection: ``h_full`` is ``h``) also write the output
-    rows. Parallel over rows."""
+    rows.
+
+    Serial on purpose: it is a few percent of the step, and BLAS worker
+    threads keep spinning between calls, so a parallel region here would
+    fight them for the cores at every step.
+    """
     hidden = c.shape[1]
     n_cols = gates.shape[1]
-    for r in prange(n_rows):
+    for r in range(n_rows):
         for j in range(n_cols):
             gates[r, j] += gx[gx_lo + r, j]
         cell_update_row(gates, c, h_full, r, 0, hidden)
