@@ -22,7 +22,7 @@ from . import _kernels
 from ._weights import LayerWeights
 
 #: Bytes of projected input (rows x 4H) held per direction and window.
-WINDOW_BYTES = 4 << 20
+WINDOW_BYTES = 16 << 20
 #: From this many rows in a step on, the recurrent product goes to BLAS.
 BLAS_MIN_ROWS = 32
 #: From this many multiply-adds per step on (rows x P x 4H), a single
