@@ -24,11 +24,11 @@ from ._weights import LayerWeights
 #: Bytes of projected input (rows x 4H) held per direction and window.
 WINDOW_BYTES = 16 << 20
 #: From this many rows in a step on, the recurrent product goes to BLAS.
-BLAS_MIN_ROWS = 32
+BLAS_MIN_ROWS = 16
 #: From this many multiply-adds per step on (rows x P x 4H), a single
 #: direction splits each step over threads; below it, the cost of starting a
 #: parallel region at every step outweighs the gain.
-SPLIT_MIN_MACS = 1 << 18
+SPLIT_MIN_MACS = 1 << 22
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
