@@ -22,6 +22,11 @@ from lstm_helpers import DTYPE_IDS, DTYPES, random_state
 # the parallel kernels (the test machine does ~2 GFLOP/s).
 BIG = dict(input_size=64, hidden_size=256, n=64, length=20)
 MED = dict(input_size=32, hidden_size=64, n=64, length=10)
+# Sizes that run nblstm's parallel Numba kernels (not BLAS): a bidirectional
+# batch under 16 rows runs one thread per direction; SPLIT runs each step of
+# one direction split over threads by hidden units.
+PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
+SPLIT = dict(input_size=32, hidden_size=512, n=8, length=6)
 
 
 def _model(dtype=np.float32, **kw):
@@ -447,7 +452,8 @@ def _run_threads(fn, args, n_threads=8, rounds=3):
 
 
 @pytest.mark.parametrize("size,packed,rounds", [
-    ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3)])
+    ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3),
+    ("split", False, 2), ("split", True, 2)])
 def test_eight_threads_match_sequential(size, packed, rounds):
     if size == "big":
         m = _model(input_size=BIG["input_size"], hidden_size=BIG["hidden_size"])
@@ -456,6 +462,9 @@ def test_eight_threads_match_sequential(size, packed, rounds):
         m = _model(input_size=MED["input_size"], hidden_size=MED["hidden_size"], num_layers=2,
                    bidirectional=True, proj_size=16)
         shape = (MED["length"], MED["n"], MED["input_size"])
+    elif size == "split":
+        m = _model(input_size=SPLIT["input_size"], hidden_size=SPLIT["hidden_size"])
+        shape = (SPLIT["length"], SPLIT["n"], SPLIT["input_size"])
     else:
         m = _model(num_layers=2, bidirectional=True, proj_size=3)
         shape = (5, 4, 6)
@@ -494,8 +503,8 @@ def test_threads_never_abort_fresh_process():
     """In a fresh process the very first parallel calls come from 8 threads at once."""
     code = f"""
         import threading, numpy as np, nblstm
-        m = nblstm.LSTM({MED['input_size']}, {MED['hidden_size']}, num_layers=2, seed=0)
-        xs = [np.random.default_rng(i).standard_normal(({MED['length']}, {MED['n']}, {MED['input_size']})).astype(np.float32)
+        m = nblstm.LSTM({PAR['input_size']}, {PAR['hidden_size']}, num_layers=2, bidirectional=True, seed=0)
+        xs = [np.random.default_rng(i).standard_normal(({PAR['length']}, {PAR['n']}, {PAR['input_size']})).astype(np.float32)
               for i in range(8)]
         res = [None] * 8
         b = threading.Barrier(8)
@@ -517,8 +526,8 @@ def test_threads_never_abort_fresh_process():
 def test_fork_after_parallel_forward():
     code = f"""
         import multiprocessing as mp, numpy as np, numba, nblstm
-        m = nblstm.LSTM({MED['input_size']}, {MED['hidden_size']}, num_layers=2, bidirectional=True, seed=0)
-        x = np.random.default_rng(0).standard_normal(({MED['length']}, {MED['n']}, {MED['input_size']})).astype(np.float32)
+        m = nblstm.LSTM({PAR['input_size']}, {PAR['hidden_size']}, num_layers=2, bidirectional=True, seed=0)
+        x = np.random.default_rng(0).standard_normal(({PAR['length']}, {PAR['n']}, {PAR['input_size']})).astype(np.float32)
         ref = m(x)[0]
         print("LAYER", numba.threading_layer())
         def work(i):
@@ -552,8 +561,8 @@ def test_import_does_not_import_torch():
 def test_threading_layer_is_safe():
     import numba
 
-    m = _model(input_size=MED["input_size"], hidden_size=MED["hidden_size"], bidirectional=True)
-    m(_x((MED["length"], MED["n"], MED["input_size"])))
+    m = _model(input_size=PAR["input_size"], hidden_size=PAR["hidden_size"], bidirectional=True)
+    m(_x((PAR["length"], PAR["n"], PAR["input_size"])))
     try:
         layer = numba.threading_layer()
     except ValueError:

@@ -75,8 +75,14 @@ def take_rows(src, rows, fill, dst):  # pragma: no cover - jitted
     dst : array, shape (destination_rows, width)
         Output (same dtype as ``src``).
     """
+    take_row_range(src, rows, fill, dst, 0, rows.shape[0])
+
+
+@njit(**JIT_OPTIONS)
+def take_row_range(src, rows, fill, dst, start, stop):  # pragma: no cover - jitted
+    """:func:`take_rows` for destination rows ``[start, stop)``."""
     width = dst.shape[1]
-    for j in range(rows.shape[0]):
+    for j in range(start, stop):
         r = rows[j]
         if r >= 0:
             for k in range(width):
@@ -93,16 +99,7 @@ def take_rows_parallel(src, rows, fill, dst, block):  # pragma: no cover - jitte
     The destination rows of one block are the rows of a few consecutive time
     steps (or sequences), so threads write disjoint, contiguous memory.
     """
-    width = dst.shape[1]
     n = rows.shape[0]
     n_blocks = (n + block - 1) // block
     for i in prange(n_blocks):
-        stop = min(n, (i + 1) * block)
-        for j in range(i * block, stop):
-            r = rows[j]
-            if r >= 0:
-                for k in range(width):
-                    dst[j, k] = src[r, k]
-            else:
-                for k in range(width):
-                    dst[j, k] = fill[0, k]
+        take_row_range(src, rows, fill, dst, i * block, min(n, (i + 1) * block))
