@@ -79,6 +79,17 @@ def _check_result_types(out, h, c, dtype):
 
 # --------------------------------------------------------------------------- padded
 
+def _assert_matches_torch(m, tm, x, hx, dtype):
+    """nblstm and torch on the same padded or unbatched input agree."""
+    out, (h, c) = m(x, hx)
+    eout, (eh, ec) = torch_lstm(tm, x, hx)
+    _check_result_types(out, h, c, dtype)
+    assert_close(out, eout, dtype, "output")
+    assert_close(h, eh, dtype, "h_n")
+    assert_close(c, ec, dtype, "c_n")
+
+
+
 @HYP
 @given(cfg=lstm_configs(), n=st.integers(1, 6), length=st.integers(1, 10),
        with_hx=st.booleans(), seed=data_seeds, scale=scales)
@@ -89,13 +100,7 @@ def test_padded_matches_torch(cfg, n, length, with_hx, seed, scale):
     x, rng = _inputs(m, shape, dtype, seed, scale)
     hx = random_state(m, n, dtype, rng) if with_hx else None
 
-    out, (h, c) = m(x, hx)
-    eout, (eh, ec) = torch_lstm(tm, x, hx)
-
-    _check_result_types(out, h, c, dtype)
-    assert_close(out, eout, dtype, "output")
-    assert_close(h, eh, dtype, "h_n")
-    assert_close(c, ec, dtype, "c_n")
+    _assert_matches_torch(m, tm, x, hx, dtype)
 
 
 @HYP
@@ -107,13 +112,7 @@ def test_unbatched_matches_torch(cfg, length, with_hx, seed, scale):
     x, rng = _inputs(m, (length, cfg["input_size"]), dtype, seed, scale)
     hx = random_state(m, None, dtype, rng) if with_hx else None
 
-    out, (h, c) = m(x, hx)
-    eout, (eh, ec) = torch_lstm(tm, x, hx)
-
-    _check_result_types(out, h, c, dtype)
-    assert_close(out, eout, dtype, "output")
-    assert_close(h, eh, dtype, "h_n")
-    assert_close(c, ec, dtype, "c_n")
+    _assert_matches_torch(m, tm, x, hx, dtype)
 
 
 FLAG_COMBOS = list(itertools.product([True, False], [False, True], [False, True], [0, 3], DTYPES))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._config import PARALLEL_LOCK, threading_layer_is_safe
+from .._threads import parallel_section
 from ._kernels import row_map, take_rows, take_rows_parallel
 from ._sort import argsort_desc
 
@@ -72,11 +72,8 @@ def move_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray, padding_value=
     fill2 = fill.reshape(1, row_items).view(np.uint8).view(unit)
     if n * row_bytes >= PARALLEL_MIN_BYTES:
         block = max(_BLOCK_MIN_ROWS, -(-_BLOCK_MIN_BYTES // row_bytes))
-        if threading_layer_is_safe():
+        with parallel_section():
             take_rows_parallel(src2, rows, fill2, out2, block)
-        else:
-            with PARALLEL_LOCK:
-                take_rows_parallel(src2, rows, fill2, out2, block)
     else:
         take_rows(src2, rows, fill2, out2)
     return out
