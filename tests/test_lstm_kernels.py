@@ -107,8 +107,7 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
        st.booleans(), dtypes, st.integers(0, 2**32 - 1))
 def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
                                                              dtype, seed):
-    """The serial, split-units, two-direction and BLAS step loops all equal the
-    NumPy twin."""
+    """The serial, two-direction and BLAS step loops all equal the NumPy twin."""
     proj = proj if proj < hidden else 0
     rng = np.random.default_rng(seed)
     lengths = np.sort(np.array(lengths))[::-1]
@@ -131,10 +130,6 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         elif kind == "serial":
             _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
                                w_hr_t, h_full, out, col)
-        elif kind == "split":
-            _kernels.run_steps_split_units(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh,
-                                           cc, w_hh_t, w_hr_t, h_full, np.empty_like(hh), out,
-                                           col, 2)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
             _run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
@@ -154,7 +149,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         return hh, cc, out
 
     want = run("naive")
-    for kind in ("serial", "split", "blas", "both"):
+    for kind in ("serial", "blas", "both"):
         got = run(kind)
         for g_arr, w_arr in zip(got, want):
             np.testing.assert_allclose(g_arr, w_arr, rtol=0,

@@ -22,11 +22,11 @@ from lstm_helpers import DTYPE_IDS, DTYPES, random_state
 # the parallel kernels (the test machine does ~2 GFLOP/s).
 BIG = dict(input_size=64, hidden_size=256, n=64, length=20)
 MED = dict(input_size=32, hidden_size=64, n=64, length=10)
-# Sizes that run nblstm's parallel Numba kernels (not BLAS): a bidirectional
-# batch under 16 rows runs one thread per direction; SPLIT runs each step of
-# one direction split over threads by hidden units.
+# Sizes that run nblstm's parallel Numba kernel (not BLAS): a bidirectional
+# batch under 16 rows with small weights runs one thread per direction.
 PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
-SPLIT = dict(input_size=32, hidden_size=512, n=8, length=6)
+# Large weights at a small batch: the BLAS path.
+WIDE = dict(input_size=32, hidden_size=512, n=8, length=6)
 
 
 def _model(dtype=np.float32, **kw):
@@ -453,7 +453,7 @@ def _run_threads(fn, args, n_threads=8, rounds=3):
 
 @pytest.mark.parametrize("size,packed,rounds", [
     ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3),
-    ("split", False, 2), ("split", True, 2)])
+    ("wide", False, 2), ("wide", True, 2)])
 def test_eight_threads_match_sequential(size, packed, rounds):
     if size == "big":
         m = _model(input_size=BIG["input_size"], hidden_size=BIG["hidden_size"])
@@ -462,9 +462,9 @@ def test_eight_threads_match_sequential(size, packed, rounds):
         m = _model(input_size=MED["input_size"], hidden_size=MED["hidden_size"], num_layers=2,
                    bidirectional=True, proj_size=16)
         shape = (MED["length"], MED["n"], MED["input_size"])
-    elif size == "split":
-        m = _model(input_size=SPLIT["input_size"], hidden_size=SPLIT["hidden_size"])
-        shape = (SPLIT["length"], SPLIT["n"], SPLIT["input_size"])
+    elif size == "wide":
+        m = _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"])
+        shape = (WIDE["length"], WIDE["n"], WIDE["input_size"])
     else:
         m = _model(num_layers=2, bidirectional=True, proj_size=3)
         shape = (5, 4, 6)

@@ -12,12 +12,11 @@ steps.
 
 from __future__ import annotations
 
-import contextlib
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .._threads import get_num_threads, parallel_section
+from .._threads import parallel_section
 from . import _kernels
 from ._weights import LayerWeights
 
@@ -25,10 +24,11 @@ from ._weights import LayerWeights
 WINDOW_BYTES = 16 << 20
 #: From this many rows in a step on, the recurrent product goes to BLAS.
 BLAS_MIN_ROWS = 16
-#: From this many multiply-adds per step on (rows x P x 4H), a single
-#: direction splits each step over threads; below it, the cost of starting a
-#: parallel region at every step outweighs the gain.
-SPLIT_MIN_MACS = 1 << 22
+#: Recurrent weights larger than this (about a core's L2 cache) go to BLAS at
+#: any batch size: the product is then bound by streaming the weights, which
+#: BLAS does with every core (measured here: B=1, H=384 and H=1024 run 2x
+#: faster than in the register-tiled kernel; H=256, B=4..8 are level).
+BLAS_MIN_WEIGHT_BYTES = 1 << 20
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
@@ -79,7 +79,7 @@ def _run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_of
 
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
-               out: np.ndarray, n_threads: int) -> None:
+               out: np.ndarray) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
     n_dirs, _, four_h = layer.w_hh_t.shape
     hidden = four_h // 4
@@ -99,21 +99,17 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
         _project(_window_input(x, t0, t1, r0, r1), layer.w_ih_t[d], layer.bias[d], gx[d])
         return t0, t1, r0
 
-    if n_dirs == 2 and max_batch < BLAS_MIN_ROWS:
+    use_blas = (max_batch >= BLAS_MIN_ROWS
+                or layer.w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES)
+    if n_dirs == 2 and not use_blas:
         with parallel_section():
             _run_both_directions(len(windows), direction_window, gx, batch_sizes, step_offsets,
                                  h, c, layer, h_full, out)
         return
 
-    use_blas = max_batch >= BLAS_MIN_ROWS
-    split = (not use_blas and n_threads > 1
-             and max_batch * layer.w_hh_t.shape[1] * four_h >= SPLIT_MIN_MACS)
     gates = np.empty((max_batch, four_h), dtype=out.dtype) if use_blas else None
-    h_next = np.empty(h.shape[1:], dtype=h.dtype) if split else None
-    with parallel_section() if split else contextlib.nullcontext():
-        _run_directions(n_dirs, len(windows), direction_window, use_blas, split, gx,
-                        batch_sizes, step_offsets, h, c, layer, h_full, gates, h_next, out,
-                        n_threads)
+    _run_directions(n_dirs, len(windows), direction_window, use_blas, gx, batch_sizes,
+                    step_offsets, h, c, layer, h_full, gates, out)
 
 
 def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offsets, h, c,
@@ -129,8 +125,8 @@ def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offs
                                            h, c, layer.w_hh_t, layer.w_hr_t, h_full, out)
 
 
-def _run_directions(n_dirs, n_windows, direction_window, use_blas, split, gx, batch_sizes,
-                    step_offsets, h, c, layer, h_full, gates, h_next, out, n_threads) -> None:
+def _run_directions(n_dirs, n_windows, direction_window, use_blas, gx, batch_sizes,
+                    step_offsets, h, c, layer, h_full, gates, out) -> None:
     """Each direction in turn, window by window, with the chosen step kernel."""
     for d in range(n_dirs):
         out_col = d * h.shape[2]
@@ -140,11 +136,6 @@ def _run_directions(n_dirs, n_windows, direction_window, use_blas, split, gx, ba
                 _run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
                                 h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d], h_full[d],
                                 gates, out, out_col)
-            elif split:
-                _kernels.run_steps_split_units(gx[d], r0, t0, t1, d == 1, batch_sizes,
-                                               step_offsets, h[d], c[d], layer.w_hh_t[d],
-                                               layer.w_hr_t[d], h_full[d], h_next, out,
-                                               out_col, n_threads)
             else:
                 _kernels.run_steps(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
                                    h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d],
@@ -185,7 +176,6 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
     out = np.empty((total_rows, out_width), dtype=h0.dtype)
     if batch_sizes.shape[0] == 0:
         return out, h_n, c_n
-    n_threads = get_num_threads()
     for index, layer in enumerate(layers):
         if index > 0:
             layer_input = out
@@ -196,6 +186,5 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
                 keep = rng.random(layer_input.shape) >= dropout
                 layer_input = (layer_input * (keep * scale)).astype(h0.dtype, copy=False)
         states = slice(index * n_dirs, (index + 1) * n_dirs)
-        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out,
-                   n_threads)
+        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out)
     return out, h_n, c_n
