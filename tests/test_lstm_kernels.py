@@ -103,11 +103,12 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(0, 7), min_size=1, max_size=5), st.integers(1, 6), st.integers(0, 4),
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=11), st.integers(1, 6), st.integers(0, 4),
        st.booleans(), dtypes, st.integers(0, 2**32 - 1))
 def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
                                                              dtype, seed):
-    """The serial, two-direction and BLAS step loops all equal the NumPy twin."""
+    """The serial, row-group, two-direction and BLAS step loops all equal the
+    NumPy twin."""
     proj = proj if proj < hidden else 0
     rng = np.random.default_rng(seed)
     lengths = np.sort(np.array(lengths))[::-1]
@@ -130,6 +131,9 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         elif kind == "serial":
             _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
                                w_hr_t, h_full, out, col)
+        elif kind == "groups":
+            _kernels.run_steps_row_groups(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh,
+                                          cc, w_hh_t, w_hr_t, h_full, out, col, 2)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
             _run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
@@ -149,7 +153,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         return hh, cc, out
 
     want = run("naive")
-    for kind in ("serial", "blas", "both"):
+    for kind in ("serial", "groups", "blas", "both"):
         got = run(kind)
         for g_arr, w_arr in zip(got, want):
             np.testing.assert_allclose(g_arr, w_arr, rtol=0,

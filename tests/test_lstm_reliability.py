@@ -453,7 +453,7 @@ def _run_threads(fn, args, n_threads=8, rounds=3):
 
 @pytest.mark.parametrize("size,packed,rounds", [
     ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3),
-    ("wide", False, 2), ("wide", True, 2)])
+    ("wide", False, 2), ("wide", True, 2), ("groups", False, 3), ("groups", True, 3)])
 def test_eight_threads_match_sequential(size, packed, rounds):
     if size == "big":
         m = _model(input_size=BIG["input_size"], hidden_size=BIG["hidden_size"])
@@ -462,6 +462,9 @@ def test_eight_threads_match_sequential(size, packed, rounds):
         m = _model(input_size=MED["input_size"], hidden_size=MED["hidden_size"], num_layers=2,
                    bidirectional=True, proj_size=16)
         shape = (MED["length"], MED["n"], MED["input_size"])
+    elif size == "groups":  # one direction, 8-15 rows: the row-group parallel kernel
+        m = _model(input_size=PAR["input_size"], hidden_size=PAR["hidden_size"], num_layers=2)
+        shape = (PAR["length"], PAR["n"], PAR["input_size"])
     elif size == "wide":
         m = _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"])
         shape = (WIDE["length"], WIDE["n"], WIDE["input_size"])

@@ -16,8 +16,9 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .._threads import parallel_section
+from .._threads import get_num_threads, parallel_section
 from . import _kernels
+from ._kernels import TILE_ROWS
 from ._weights import LayerWeights
 
 #: Bytes of projected input (rows x 4H) held per direction and window.
@@ -29,6 +30,9 @@ BLAS_MIN_ROWS = 16
 #: BLAS does with every core (measured here: B=1, H=384 and H=1024 run 2x
 #: faster than in the register-tiled kernel; H=256, B=4..8 are level).
 BLAS_MIN_WEIGHT_BYTES = 1 << 20
+#: From this many rows on (and below BLAS), one direction's batch is split
+#: into row groups that run on separate threads.
+ROW_GROUP_MIN_ROWS = 8
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
@@ -108,8 +112,16 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
         return
 
     gates = np.empty((max_batch, four_h), dtype=out.dtype) if use_blas else None
-    _run_directions(n_dirs, len(windows), direction_window, use_blas, gx, batch_sizes,
-                    step_offsets, h, c, layer, h_full, gates, out)
+    row_groups = 1
+    if not use_blas and max_batch >= ROW_GROUP_MIN_ROWS:
+        row_groups = min(get_num_threads(), max_batch // TILE_ROWS)
+    if row_groups > 1:
+        with parallel_section():
+            _run_directions(n_dirs, len(windows), direction_window, use_blas, row_groups, gx,
+                            batch_sizes, step_offsets, h, c, layer, h_full, gates, out)
+    else:
+        _run_directions(n_dirs, len(windows), direction_window, use_blas, row_groups, gx,
+                        batch_sizes, step_offsets, h, c, layer, h_full, gates, out)
 
 
 def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offsets, h, c,
@@ -125,8 +137,8 @@ def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offs
                                            h, c, layer.w_hh_t, layer.w_hr_t, h_full, out)
 
 
-def _run_directions(n_dirs, n_windows, direction_window, use_blas, gx, batch_sizes,
-                    step_offsets, h, c, layer, h_full, gates, out) -> None:
+def _run_directions(n_dirs, n_windows, direction_window, use_blas, row_groups, gx,
+                    batch_sizes, step_offsets, h, c, layer, h_full, gates, out) -> None:
     """Each direction in turn, window by window, with the chosen step kernel."""
     for d in range(n_dirs):
         out_col = d * h.shape[2]
@@ -136,6 +148,11 @@ def _run_directions(n_dirs, n_windows, direction_window, use_blas, gx, batch_siz
                 _run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
                                 h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d], h_full[d],
                                 gates, out, out_col)
+            elif row_groups > 1:
+                _kernels.run_steps_row_groups(gx[d], r0, t0, t1, d == 1, batch_sizes,
+                                              step_offsets, h[d], c[d], layer.w_hh_t[d],
+                                              layer.w_hr_t[d], h_full[d], out, out_col,
+                                              row_groups)
             else:
                 _kernels.run_steps(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
                                    h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d],

@@ -225,3 +225,32 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, 
         cell_update_row(gates, c, h_full, r, 0, hidden)
         if emit:
             copy_rows_to_output(h_full, out, out_row, out_col, r, r + 1)
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
+                         h, c, w_hh_t, w_hr_t, h_full, out, out_col, n_groups):
+    """As :func:`run_steps`, with the batch split into ``n_groups`` row groups
+    that run in parallel, each through all the window's steps.
+
+    Sequences never interact, so the groups need no synchronisation: one
+    parallel region per window instead of one per step. Groups are whole
+    4-row tiles where the batch allows. At step ``t`` a group works on its
+    rows below ``batch_sizes[t]``.
+    """
+    batch = h.shape[0]
+    size = (batch + n_groups - 1) // n_groups
+    if batch >= 4 * n_groups:
+        size = (size + 3) // 4 * 4
+    n_parts = (batch + size - 1) // size
+    for q in prange(n_parts):
+        lo = q * size
+        hi = min(batch, lo + size)
+        for s in range(step_hi - step_lo):
+            t = step_hi - 1 - s if reverse else step_lo + s
+            n_rows = min(batch_sizes[t], hi) - lo
+            if n_rows > 0:
+                row = step_offsets[t] + lo
+                g0 = row - gx_row0
+                lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_t, w_hr_t,
+                          h_full[lo:hi], out, row, out_col)
