@@ -59,9 +59,6 @@ class _RecurrentModule:
         TypeError
             If ``state_dict`` is not a mapping or a value is not real numbers.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{type(self).__name__}.load_state_dict() expects a mapping of "
-                            f"parameter names to arrays, got {type(state_dict).__name__}")
         current = {self._public_name(k): v for k, v in self._params.items()}
         params = checked_parameters(state_dict, current, self.dtype, strict,
                                     type(self).__name__)

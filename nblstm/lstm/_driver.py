@@ -12,11 +12,13 @@ steps.
 
 from __future__ import annotations
 
+import contextlib
 from typing import List, Optional, Tuple
 
 import numpy as np
 
 from .._threads import get_num_threads, parallel_section
+from ..packing import step_offsets as offset_table
 from . import _kernels
 from ._kernels import TILE_ROWS
 from ._weights import LayerWeights
@@ -115,11 +117,7 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
     row_groups = 1
     if not use_blas and max_batch >= ROW_GROUP_MIN_ROWS:
         row_groups = min(get_num_threads(), max_batch // TILE_ROWS)
-    if row_groups > 1:
-        with parallel_section():
-            _run_directions(n_dirs, len(windows), direction_window, use_blas, row_groups, gx,
-                            batch_sizes, step_offsets, h, c, layer, h_full, gates, out)
-    else:
+    with parallel_section() if row_groups > 1 else contextlib.nullcontext():
         _run_directions(n_dirs, len(windows), direction_window, use_blas, row_groups, gx,
                         batch_sizes, step_offsets, h, c, layer, h_full, gates, out)
 
@@ -181,9 +179,7 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
     out : (total_rows, D * P) packed output of the last layer
     h_n, c_n : final states in packed batch order (fresh arrays)
     """
-    from ..packing import step_offsets as _step_offsets
-
-    offsets = _step_offsets(batch_sizes)
+    offsets = offset_table(batch_sizes)
     h_n = h0.copy()
     c_n = c0.copy()
     total_rows = int(offsets[-1])

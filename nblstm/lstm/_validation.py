@@ -117,13 +117,3 @@ def check_input_features(array: np.ndarray, name: str, input_size: int,
     if array.shape[-1] != input_size:
         raise ValueError(f"{name}.size(-1) must be equal to input_size. Expected "
                          f"{input_size}, got {array.shape[-1]} (shape {array.shape})")
-
-
-def as_int_array(value: Any, name: str) -> np.ndarray:
-    """A 1-D integer array, as int64."""
-    array = to_numpy(value, name)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an array of integers, got dtype {array.dtype}")
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    return array.astype(np.int64, copy=False)

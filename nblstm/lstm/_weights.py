@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Tuple
 
 import numpy as np
 
+from ._validation import to_numpy
+
 
 class LayerWeights(NamedTuple):
     """Kernel layout of one layer; the leading axis is the direction (D).
@@ -59,13 +61,6 @@ def init_parameters(shapes: Mapping[str, Tuple[int, ...]], hidden_size: int, dty
             for name, shape in shapes.items()}
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    """``np.asarray`` that also takes CPU torch tensors which require grad."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def checked_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarray],
                        dtype: np.dtype, strict: bool, owner: str) -> Dict[str, np.ndarray]:
     """Validate a state dict against the expected keys and shapes.
@@ -91,9 +86,7 @@ def checked_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarra
     for name in current:
         if name not in state:
             continue
-        value = _to_numpy(state[name])
-        if value.dtype.kind not in "biuf":
-            raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {value.dtype}")
+        value = to_numpy(state[name], f"state_dict[{name!r}]")
         if value.shape != current[name].shape:
             raise ValueError(f"size mismatch for {name}: copying a parameter with shape "
                              f"{value.shape}, the shape in the current model is "
