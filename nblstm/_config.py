@@ -40,6 +40,28 @@ PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 INLINE_JIT_OPTIONS = dict(fastmath=FASTMATH_FLAGS, error_model="numpy")
 
 
+def _target_has_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512F (host, or as overridden
+    by ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``)."""
+    features = os.environ.get("NUMBA_CPU_FEATURES", "")
+    if features:
+        return "+avx512f" in features.split(",")
+    if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
+        return False
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+#: Vector width (bits) the hot kernels ask LLVM for, or 0 for its default.
+#: LLVM's tuning for recent Intel cores prefers 256-bit vectors even where
+#: AVX-512 exists; the kernels here are dense FMA loops over data in cache,
+#: where 512-bit registers measured 1.3-1.45x faster. The request is a
+#: per-function attribute (see ``_codegen.prefer_vector_width``), so it
+#: changes no other code in the process.
+PREFERRED_VECTOR_BITS = 512 if _target_has_avx512() else 0
+
+
 def _preload_tbb() -> bool:
     """Load ``libtbb.so.12`` from the interpreter prefix if it is there."""
     if sys.platform.startswith("win") or sys.platform == "darwin":

@@ -14,8 +14,14 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-def matmul_accumulate(a, b, out, n_rows, col_lo, col_hi):
-    out[:n_rows, col_lo:col_hi] += a[:n_rows] @ b[:, col_lo:col_hi]
+def from_panels(b_panels, n_cols):
+    """The (K, N) matrix held in column panels (n_panels, K, width)."""
+    n_panels, n_inner, width = b_panels.shape
+    return b_panels.transpose(1, 0, 2).reshape(n_inner, n_panels * width)[:, :n_cols]
+
+
+def matmul_accumulate(a, b_panels, out, n_rows):
+    out[:n_rows] += a[:n_rows] @ from_panels(b_panels, out.shape[1])
 
 
 def cell_update_rows(gates, c, h_full, n_rows):

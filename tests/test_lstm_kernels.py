@@ -8,6 +8,8 @@ import naive_lstm as naive
 from nblstm.lstm import _kernels
 from nblstm.lstm._driver import _run_steps_blas
 from nblstm.lstm._activations import sigmoid, tanh
+from nblstm.lstm._kernels import TILE_COLUMNS
+from nblstm.lstm._weights import column_panels
 from nblstm.packing import step_offsets
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}
@@ -56,17 +58,28 @@ def test_activations_propagate_nan(activations, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 80), dtypes, st.integers(0, 2**32 - 1))
+@given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 3 * TILE_COLUMNS + 1))
+def test_column_panels_hold_the_matrix(lead, inner, cols):
+    w_t = np.arange(lead * inner * cols, dtype=np.float64).reshape(lead, inner, cols) + 1
+    panels = column_panels(w_t)
+    assert panels.shape == (lead, -(-cols // TILE_COLUMNS), inner, TILE_COLUMNS)
+    assert panels.flags.c_contiguous
+    for d in range(lead):
+        np.testing.assert_array_equal(naive.from_panels(panels[d], cols), w_t[d])
+    assert panels.sum() == w_t.sum()  # the padding is zeros
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 2 * TILE_COLUMNS + 17), dtypes,
+       st.integers(0, 2**32 - 1))
 def test_matmul_accumulate(n_rows, inner, cols, dtype, seed):
     rng = np.random.default_rng(seed)
-    col_lo = int(rng.integers(0, cols))
-    col_hi = int(rng.integers(col_lo, cols + 1))
     a = _rand(rng, (max(n_rows, 1) + 2, inner), dtype)
-    b = _rand(rng, (inner, cols), dtype)
+    b_panels = column_panels(_rand(rng, (inner, cols), dtype))
     out = _rand(rng, (a.shape[0], cols), dtype)
     expected = out.copy()
-    naive.matmul_accumulate(a, b, expected, n_rows, col_lo, col_hi)
-    _kernels.matmul_accumulate(a, b, out, n_rows, col_lo, col_hi)
+    naive.matmul_accumulate(a, b_panels, expected, n_rows)
+    _kernels.matmul_accumulate(a, b_panels, out, n_rows)
     np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE[dtype] * inner * 4)
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
@@ -94,7 +107,9 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
     for impl in (naive, _kernels):
         hh, cc, g, o = h.copy(), c.copy(), gates.copy(), out.copy()
         h_full = np.empty_like(cc) if proj else hh
-        impl.lstm_step(g, n_rows, hh, cc, w_hh_t, w_hr_t, h_full, o, 2, h.shape[1])
+        weights = (w_hh_t, w_hr_t) if impl is naive else (column_panels(w_hh_t),
+                                                           column_panels(w_hr_t))
+        impl.lstm_step(g, n_rows, hh, cc, *weights, h_full, o, 2, h.shape[1])
         states.append((hh, cc, o))
     for got, want in zip(states[1], states[0]):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE[dtype] * 8 * (hidden + 1))
@@ -119,6 +134,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
     out_width = proj or hidden
     gx = _rand(rng, (rows, 4 * hidden), dtype)
     h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
+    w_hh_panels, w_hr_panels = column_panels(w_hh_t), column_panels(w_hr_t)
 
     def run(kind):
         hh, cc, g = h.copy(), c.copy(), gx.copy()
@@ -129,11 +145,11 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
             naive.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
                             w_hr_t, h_full, out, col)
         elif kind == "serial":
-            _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
-                               w_hr_t, h_full, out, col)
+            _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
+                               w_hh_panels, w_hr_panels, h_full, out, col)
         elif kind == "groups":
             _kernels.run_steps_row_groups(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh,
-                                          cc, w_hh_t, w_hr_t, h_full, out, col, 2)
+                                          cc, w_hh_panels, w_hr_panels, h_full, out, col, 2)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
             _run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
@@ -147,7 +163,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
             _kernels.run_steps_both_directions(
                 stack(g), np.array([0, 0], n), np.array([0, 0], n),
                 np.array([n_steps, n_steps], n), batch_sizes, offsets, hh2, cc2,
-                stack(w_hh_t), stack(w_hr_t), hf2, out)
+                stack(w_hh_panels), stack(w_hr_panels), hf2, out)
             hh, cc = hh2[d], cc2[d]
             out[:, out_width - col:2 * out_width - col] = 0  # the other direction's columns
         return hh, cc, out

@@ -132,7 +132,8 @@ def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offs
         t_hi = np.array([s[1] for s in spans], dtype=np.int64)
         row0 = np.array([s[2] for s in spans], dtype=np.int64)
         _kernels.run_steps_both_directions(gx, row0, t_lo, t_hi, batch_sizes, step_offsets,
-                                           h, c, layer.w_hh_t, layer.w_hr_t, h_full, out)
+                                           h, c, layer.w_hh_panels, layer.w_hr_panels, h_full,
+                                           out)
 
 
 def _run_directions(n_dirs, n_windows, direction_window, use_blas, row_groups, gx,
@@ -148,12 +149,12 @@ def _run_directions(n_dirs, n_windows, direction_window, use_blas, row_groups, g
                                 gates, out, out_col)
             elif row_groups > 1:
                 _kernels.run_steps_row_groups(gx[d], r0, t0, t1, d == 1, batch_sizes,
-                                              step_offsets, h[d], c[d], layer.w_hh_t[d],
-                                              layer.w_hr_t[d], h_full[d], out, out_col,
+                                              step_offsets, h[d], c[d], layer.w_hh_panels[d],
+                                              layer.w_hr_panels[d], h_full[d], out, out_col,
                                               row_groups)
             else:
                 _kernels.run_steps(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
-                                   h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d],
+                                   h[d], c[d], layer.w_hh_panels[d], layer.w_hr_panels[d],
                                    h_full[d], out, out_col)
 
 

@@ -10,8 +10,10 @@ Conventions (all arrays C-contiguous, one dtype):
   rows reads and updates rows ``[0, n)``; rows of finished sequences are left
   alone, so after the last step every row holds its sequence's final state
   (and a sequence of length 0 keeps its initial state).
-* ``w_hh_t`` : (P, 4H) and ``w_hr_t`` : (H, P) -- transposed weights;
-  ``w_hr_t`` has shape (0, 0) when there is no projection (then P == H).
+* ``w_hh_panels`` and ``w_hr_panels`` -- the transposed weights ``w_hh_t``
+  (P, 4H) and ``w_hr_t`` (H, P) as column panels (see
+  :func:`matmul_accumulate`); ``w_hr_panels`` has no panels when there is
+  no projection (then P == H). The BLAS path takes ``w_hh_t`` as it is.
 * ``h_full`` : (batch, H) -- scratch for ``o * tanh(c)`` before projection;
   without projection it is ``h`` itself.
 * ``out`` : (total_rows, D * P) -- the layer output, packed; a direction
@@ -26,12 +28,14 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
+from .._codegen import prefer_vector_width
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS, PREFERRED_VECTOR_BITS
 from ._activations import sigmoid, tanh
 
 
-#: Columns of ``out`` one register tile covers (4 ymm registers of float32).
-TILE_COLUMNS = 32
+#: Columns of ``out`` one register tile covers: four vector registers of
+#: float32 per row (4 x 4 accumulators, of the 32 registers AVX-512 has).
+TILE_COLUMNS = 64 if PREFERRED_VECTOR_BITS >= 512 else 32
 #: Rows of ``out`` one register tile covers.
 TILE_ROWS = 4
 
@@ -55,73 +59,78 @@ def _tile_buffer(typingctx, dtype):
 
 
 @njit(**JIT_OPTIONS)
-def matmul_accumulate(a, b, out, n_rows, col_lo, col_hi):
-    """``out[:n_rows, col_lo:col_hi] += a[:n_rows] @ b[:, col_lo:col_hi]``
-    for small row counts (no BLAS). The column range lets threads share one
-    product while every array stays C-contiguous (so loads stay unit-stride).
+def matmul_accumulate(a, b_panels, out, n_rows):
+    """``out[:n_rows] += a[:n_rows] @ b`` for small row counts (no BLAS), with
+    ``b`` (K, N) given as column panels (see ``_weights.column_panels``):
+    ``b_panels`` (ceil(N / TILE_COLUMNS), K, TILE_COLUMNS), zero-padded.
 
-    Register tiling: a tile of 4 rows x 32 columns of ``out`` stays in
-    registers while the reduction runs over ``a``'s columns, so each loaded
-    row segment of ``b`` feeds 4 FMAs. Rows left over go one at a time (two
+    A panel is contiguous, so the reduction streams it at unit stride (a
+    row-major ``b`` jumps a whole row per step, which defeats the prefetcher
+    and the TLB once ``b`` outgrows the L1 cache).
+
+    Register tiling: a tile of 4 rows x TILE_COLUMNS columns of ``out`` stays
+    in registers while the reduction runs over ``a``'s columns, so each
+    loaded panel row feeds 4 FMAs. Rows left over go one at a time (two
     reduction steps per iteration, which keeps LLVM vectorising along the
-    columns rather than gathering down them); columns past the last full
-    tile take a plain loop.
+    columns rather than gathering down them). Only the ``N`` real columns of
+    ``out`` are read and written.
     """
+    prefer_vector_width()
     n_inner = a.shape[1]
+    n_cols = out.shape[1]
     width = TILE_COLUMNS
     tile = carray(_tile_buffer(out.dtype), (TILE_ROWS * TILE_COLUMNS,))
-    n_full = col_lo + (col_hi - col_lo) - (col_hi - col_lo) % width
-    for j0_signed in range(col_lo, n_full, width):
+    for p in range(b_panels.shape[0]):
+        panel = b_panels[p]
+        j0 = np.uint64(p * width)
         # Unsigned column indices: Numba then emits no negative-index
         # wraparound, and LLVM sees contiguous loads instead of gathers.
-        j0 = np.uint64(j0_signed)
+        n_valid = np.uint64(min(width, n_cols - p * width))
         r = 0
         while r + 4 <= n_rows:
-            for jj in range(width):
-                tile[jj] = out[r, j0 + np.uint64(jj)]
-                tile[width + jj] = out[r + 1, j0 + np.uint64(jj)]
-                tile[2 * width + jj] = out[r + 2, j0 + np.uint64(jj)]
-                tile[3 * width + jj] = out[r + 3, j0 + np.uint64(jj)]
+            for jj in range(n_valid):
+                tile[jj] = out[r, j0 + jj]
+                tile[width + jj] = out[r + 1, j0 + jj]
+                tile[2 * width + jj] = out[r + 2, j0 + jj]
+                tile[3 * width + jj] = out[r + 3, j0 + jj]
+            for jj in range(n_valid, width):  # padding columns of a last panel
+                tile[jj] = tile[width + jj] = tile[2 * width + jj] = tile[3 * width + jj] = 0.0
             for k in range(n_inner):
                 a0 = a[r, k]
                 a1 = a[r + 1, k]
                 a2 = a[r + 2, k]
                 a3 = a[r + 3, k]
                 for jj in range(width):
-                    bkj = b[k, j0 + np.uint64(jj)]
+                    bkj = panel[k, np.uint64(jj)]
                     tile[jj] += a0 * bkj
                     tile[width + jj] += a1 * bkj
                     tile[2 * width + jj] += a2 * bkj
                     tile[3 * width + jj] += a3 * bkj
-            for jj in range(width):
-                out[r, j0 + np.uint64(jj)] = tile[jj]
-                out[r + 1, j0 + np.uint64(jj)] = tile[width + jj]
-                out[r + 2, j0 + np.uint64(jj)] = tile[2 * width + jj]
-                out[r + 3, j0 + np.uint64(jj)] = tile[3 * width + jj]
+            for jj in range(n_valid):
+                out[r, j0 + jj] = tile[jj]
+                out[r + 1, j0 + jj] = tile[width + jj]
+                out[r + 2, j0 + jj] = tile[2 * width + jj]
+                out[r + 3, j0 + jj] = tile[3 * width + jj]
             r += 4
         while r < n_rows:
-            for jj in range(width):
-                tile[jj] = out[r, j0 + np.uint64(jj)]
+            for jj in range(n_valid):
+                tile[jj] = out[r, j0 + jj]
+            for jj in range(n_valid, width):
+                tile[jj] = 0.0
             k = 0
             while k + 2 <= n_inner:
                 a0 = a[r, k]
                 a1 = a[r, k + 1]
                 for jj in range(width):
-                    tile[jj] += a0 * b[k, j0 + np.uint64(jj)] + a1 * b[k + 1, j0 + np.uint64(jj)]
+                    tile[jj] += a0 * panel[k, np.uint64(jj)] + a1 * panel[k + 1, np.uint64(jj)]
                 k += 2
             if k < n_inner:
                 a0 = a[r, k]
                 for jj in range(width):
-                    tile[jj] += a0 * b[k, j0 + np.uint64(jj)]
-            for jj in range(width):
-                out[r, j0 + np.uint64(jj)] = tile[jj]
+                    tile[jj] += a0 * panel[k, np.uint64(jj)]
+            for jj in range(n_valid):
+                out[r, j0 + jj] = tile[jj]
             r += 1
-    if n_full < col_hi:
-        for r in range(n_rows):
-            for k in range(n_inner):
-                a0 = a[r, k]
-                for j in range(n_full, col_hi):
-                    out[r, j] += a0 * b[k, j]
 
 
 @njit(**JIT_OPTIONS)
@@ -132,6 +141,7 @@ def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
     Column indices are unsigned so that no negative-index wraparound is
     emitted and the loop vectorises with contiguous loads.
     """
+    prefer_vector_width()
     hidden = np.uint64(c.shape[1])
     for j_signed in range(unit_lo, unit_hi):
         j = np.uint64(j_signed)
@@ -147,6 +157,7 @@ def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
 @njit(**JIT_OPTIONS)
 def copy_rows_to_output(h, out, out_row, out_col, row_lo, row_hi):
     """``out[out_row + r, out_col:out_col + P] = h[r]`` for r in [row_lo, row_hi)."""
+    prefer_vector_width()
     col = np.uint64(out_col)
     for r in range(row_lo, row_hi):
         for p in range(h.shape[1]):
@@ -154,7 +165,7 @@ def copy_rows_to_output(h, out, out_row, out_col, row_lo, row_hi):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_step(gates, n_rows, h, c, w_hh_t, w_hr_t, h_full, out, out_row, out_col):
+def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_row, out_col):
     """One time step of one direction over its ``n_rows`` active rows.
 
     ``gates`` holds the step's input projection (n_rows, 4H) and receives
@@ -162,18 +173,19 @@ def lstm_step(gates, n_rows, h, c, w_hh_t, w_hr_t, h_full, out, out_row, out_col
     ``h`` itself as ``h_full``: the recurrent product has read all of ``h``
     before the gates overwrite it.
     """
-    matmul_accumulate(h, w_hh_t, gates, n_rows, 0, gates.shape[1])
+    prefer_vector_width()
+    matmul_accumulate(h, w_hh_panels, gates, n_rows)
     for r in range(n_rows):
         cell_update_row(gates, c, h_full, r, 0, c.shape[1])
-    if w_hr_t.shape[0] > 0:
+    if w_hr_panels.shape[0] > 0:
         h[:n_rows] = 0.0
-        matmul_accumulate(h_full, w_hr_t, h, n_rows, 0, h.shape[1])
+        matmul_accumulate(h_full, w_hr_panels, h, n_rows)
     copy_rows_to_output(h, out, out_row, out_col, 0, n_rows)
 
 
 @njit(**JIT_OPTIONS)
 def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
-              h, c, w_hh_t, w_hr_t, h_full, out, out_col):
+              h, c, w_hh_panels, w_hr_panels, h_full, out, out_col):
     """Run steps ``[step_lo, step_hi)`` of one direction, serially.
 
     ``gx`` holds the projected input of packed rows starting at ``gx_row0``.
@@ -181,17 +193,19 @@ def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
     and a sequence's first processed row starts from the initial state still
     held in its row of ``h``/``c``.
     """
+    prefer_vector_width()
     for s in range(step_hi - step_lo):
         t = step_hi - 1 - s if reverse else step_lo + s
         n_rows = batch_sizes[t]
         row = step_offsets[t]
         lo = row - gx_row0
-        lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_t, w_hr_t, h_full, out, row, out_col)
+        lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, row,
+                  out_col)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_both_directions(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets,
-                              h, c, w_hh_t, w_hr_t, h_full, out):
+                              h, c, w_hh_panels, w_hr_panels, h_full, out):
     """Both directions of a bidirectional layer at once, one thread each.
 
     Arrays with a leading axis of 2 hold direction 0 (forward) and 1
@@ -199,10 +213,11 @@ def run_steps_both_directions(gx, gx_row0, step_lo, step_hi, batch_sizes, step_o
     The two directions are independent, so they need no synchronisation
     within the window.
     """
+    prefer_vector_width()
     out_width = h.shape[2]
     for d in prange(2):
         run_steps(gx[d], gx_row0[d], step_lo[d], step_hi[d], d == 1, batch_sizes,
-                  step_offsets, h[d], c[d], w_hh_t[d], w_hr_t[d], h_full[d], out,
+                  step_offsets, h[d], c[d], w_hh_panels[d], w_hr_panels[d], h_full[d], out,
                   d * out_width)
 
 
@@ -217,6 +232,7 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, 
     threads keep spinning between calls, so a parallel region here would
     fight them for the cores at every step.
     """
+    prefer_vector_width()
     hidden = c.shape[1]
     n_cols = gates.shape[1]
     for r in range(n_rows):
@@ -229,7 +245,7 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
-                         h, c, w_hh_t, w_hr_t, h_full, out, out_col, n_groups):
+                         h, c, w_hh_panels, w_hr_panels, h_full, out, out_col, n_groups):
     """As :func:`run_steps`, with the batch split into ``n_groups`` row groups
     that run in parallel, each through all the window's steps.
 
@@ -238,6 +254,7 @@ def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, st
     4-row tiles where the batch allows. At step ``t`` a group works on its
     rows below ``batch_sizes[t]``.
     """
+    prefer_vector_width()
     batch = h.shape[0]
     size = (batch + n_groups - 1) // n_groups
     if batch >= 4 * n_groups:
@@ -252,5 +269,5 @@ def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, st
             if n_rows > 0:
                 row = step_offsets[t] + lo
                 g0 = row - gx_row0
-                lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_t, w_hr_t,
+                lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_panels, w_hr_panels,
                           h_full[lo:hi], out, row, out_col)

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Tuple
 
 import numpy as np
 
+from ._kernels import TILE_COLUMNS
 from ._validation import to_numpy
 
 
@@ -22,14 +23,36 @@ class LayerWeights(NamedTuple):
     ----------
     w_ih_t : (D, input_size_of_layer, 4H)
     bias : (D, 4H) -- ``bias_ih + bias_hh`` (zeros without bias)
-    w_hh_t : (D, P, 4H)
+    w_hh_t : (D, P, 4H) -- for the BLAS path
     w_hr_t : (D, H, P), or (D, 0, 0) without projection
+    w_hh_panels : (D, ceil(4H / TILE_COLUMNS), P, TILE_COLUMNS) -- ``w_hh_t``
+        as column panels, for the kernels' register-tiled product
+    w_hr_panels : (D, ceil(P / TILE_COLUMNS), H, TILE_COLUMNS), or
+        (D, 0, 0, TILE_COLUMNS) without projection
     """
 
     w_ih_t: np.ndarray
     bias: np.ndarray
     w_hh_t: np.ndarray
     w_hr_t: np.ndarray
+    w_hh_panels: np.ndarray
+    w_hr_panels: np.ndarray
+
+
+def column_panels(w_t: np.ndarray, width: int = TILE_COLUMNS) -> np.ndarray:
+    """Split ``w_t`` (..., K, N) into contiguous column panels
+    (..., ceil(N / width), K, width), the last one zero-padded.
+
+    Panel ``p`` holds columns ``[p * width, (p + 1) * width)``; a matrix
+    product that walks one panel down its K rows then reads memory at unit
+    stride.
+    """
+    *lead, n_inner, n_cols = w_t.shape
+    n_panels = -(-n_cols // width)
+    padded = np.zeros((*lead, n_inner, n_panels * width), dtype=w_t.dtype)
+    padded[..., :n_cols] = w_t
+    panels = padded.reshape(*lead, n_inner, n_panels, width)
+    return np.ascontiguousarray(np.moveaxis(panels, -2, -3))
 
 
 def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bias: bool,
@@ -113,6 +136,8 @@ def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirection
             w_hr_t = np.stack([params["weight_hr" + n].T for n in names])
         else:
             w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
-        layers.append(LayerWeights(*(np.ascontiguousarray(a, dtype=dtype)
-                                     for a in (w_ih_t, bias, w_hh_t, w_hr_t))))
+        w_ih_t, bias, w_hh_t, w_hr_t = (np.ascontiguousarray(a, dtype=dtype)
+                                        for a in (w_ih_t, bias, w_hh_t, w_hr_t))
+        layers.append(LayerWeights(w_ih_t, bias, w_hh_t, w_hr_t, column_panels(w_hh_t),
+                                   column_panels(w_hr_t)))
     return layers
