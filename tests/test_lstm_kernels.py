@@ -8,7 +8,7 @@ import naive_lstm as naive
 from nblstm.lstm import _kernels
 from nblstm.lstm._driver import _run_steps_blas
 from nblstm.lstm._activations import sigmoid, tanh
-from nblstm.lstm._kernels import TILE_COLUMNS
+from nblstm.lstm._kernels import tile_columns
 from nblstm.lstm._weights import column_panels
 from nblstm.packing import step_offsets
 
@@ -58,11 +58,12 @@ def test_activations_propagate_nan(activations, dtype):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 3 * TILE_COLUMNS + 1))
-def test_column_panels_hold_the_matrix(lead, inner, cols):
-    w_t = np.arange(lead * inner * cols, dtype=np.float64).reshape(lead, inner, cols) + 1
+@given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 3 * 64 + 1), dtypes)
+def test_column_panels_hold_the_matrix(lead, inner, cols, dtype):
+    w_t = (np.arange(lead * inner * cols).reshape(lead, inner, cols) + 1).astype(dtype)
     panels = column_panels(w_t)
-    assert panels.shape == (lead, -(-cols // TILE_COLUMNS), inner, TILE_COLUMNS)
+    width = tile_columns(dtype)
+    assert panels.shape == (lead, -(-cols // width), inner, width)
     assert panels.flags.c_contiguous
     for d in range(lead):
         np.testing.assert_array_equal(naive.from_panels(panels[d], cols), w_t[d])
@@ -70,16 +71,18 @@ def test_column_panels_hold_the_matrix(lead, inner, cols):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 9), st.integers(1, 7), st.integers(1, 2 * TILE_COLUMNS + 17), dtypes,
-       st.integers(0, 2**32 - 1))
-def test_matmul_accumulate(n_rows, inner, cols, dtype, seed):
+@given(st.integers(0, 15), st.integers(1, 7), st.integers(1, 2 * 64 + 17), dtypes,
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_matmul_accumulate(n_rows, inner, cols, dtype, tall, seed):
+    """Every tile shape (6-row with ``tall``, 4-row, single rows) and a
+    partial last panel."""
     rng = np.random.default_rng(seed)
     a = _rand(rng, (max(n_rows, 1) + 2, inner), dtype)
     b_panels = column_panels(_rand(rng, (inner, cols), dtype))
     out = _rand(rng, (a.shape[0], cols), dtype)
     expected = out.copy()
     naive.matmul_accumulate(a, b_panels, expected, n_rows)
-    _kernels.matmul_accumulate(a, b_panels, out, n_rows)
+    _kernels.matmul_accumulate(a, b_panels, out, n_rows, tall)
     np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE[dtype] * inner * 4)
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
@@ -122,8 +125,8 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
        st.booleans(), dtypes, st.integers(0, 2**32 - 1))
 def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
                                                              dtype, seed):
-    """The serial, row-group, two-direction and BLAS step loops all equal the
-    NumPy twin."""
+    """The serial, row-group, two-direction (which also projects the input)
+    and BLAS (forward only) step loops all equal the NumPy twin."""
     proj = proj if proj < hidden else 0
     rng = np.random.default_rng(seed)
     lengths = np.sort(np.array(lengths))[::-1]
@@ -132,7 +135,11 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
     offsets = step_offsets(batch_sizes)
     n_steps, rows = len(batch_sizes), int(offsets[-1])
     out_width = proj or hidden
-    gx = _rand(rng, (rows, 4 * hidden), dtype)
+    n_inputs = int(rng.integers(1, 6))
+    x = _rand(rng, (rows, n_inputs), dtype)
+    w_ih_t = _rand(rng, (n_inputs, 4 * hidden), dtype, 0.5)
+    bias = _rand(rng, (4 * hidden,), dtype)
+    gx = x @ w_ih_t + bias
     h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
     w_hh_panels, w_hr_panels = column_panels(w_hh_t), column_panels(w_hr_t)
 
@@ -152,24 +159,25 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
                                           cc, w_hh_panels, w_hr_panels, h_full, out, col, 2)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
-            _run_steps_blas(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
-                            w_hh_t, w_hr_t, h_full, gates, out, col)
-        else:  # both directions kernel, our direction in slot 0 or 1
+            _run_steps_blas(g, 0, 0, n_steps, batch_sizes, offsets, hh, cc, w_hh_t, w_hr_t,
+                            h_full, gates, out)
+        else:  # both directions kernel, our direction in slot 0 or 1, projecting x itself
             d = 1 if reverse else 0
             stack = lambda a: np.ascontiguousarray(np.stack([a, a]))  # noqa: E731
             hh2, cc2 = stack(hh), stack(cc)
             hf2 = stack(h_full) if proj else hh2
             n = np.int64
-            _kernels.run_steps_both_directions(
-                stack(g), np.array([0, 0], n), np.array([0, 0], n),
-                np.array([n_steps, n_steps], n), batch_sizes, offsets, hh2, cc2,
-                stack(w_hh_panels), stack(w_hr_panels), hf2, out)
+            _kernels.run_window_both_directions(
+                x, x, column_panels(stack(w_ih_t)), stack(bias), np.empty((2,) + gx.shape, dtype),
+                np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
+                hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out)
             hh, cc = hh2[d], cc2[d]
             out[:, out_width - col:2 * out_width - col] = 0  # the other direction's columns
         return hh, cc, out
 
     want = run("naive")
-    for kind in ("serial", "groups", "blas", "both"):
+    # The BLAS path only serves single-direction (forward) layers.
+    for kind in ("serial", "groups", "both") + (() if reverse else ("blas",)):
         got = run(kind)
         for g_arr, w_arr in zip(got, want):
             np.testing.assert_allclose(g_arr, w_arr, rtol=0,

@@ -17,14 +17,17 @@ from nblstm.packing import PackedSequence
 
 from lstm_helpers import DTYPE_IDS, DTYPES, random_state
 
-# Batches of >= 32 rows take the BLAS + prange path; BIG is the realistic
+# One direction from 64 rows on takes the BLAS path; BIG is the realistic
 # size of the threading acceptance test, MED the cheap one that still runs
 # the parallel kernels (the test machine does ~2 GFLOP/s).
 BIG = dict(input_size=64, hidden_size=256, n=64, length=20)
 MED = dict(input_size=32, hidden_size=64, n=64, length=10)
-# Sizes that run nblstm's parallel Numba kernel (not BLAS): a bidirectional
-# batch under 16 rows with small weights runs one thread per direction.
+# Bidirectional layers run one thread per direction (each projecting its own
+# input); one direction of 8-63 rows runs in row groups.
 PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
+# One direction, small weights, more input rows than one projection chunk:
+# the parallel Numba projection, then row groups.
+CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
 # Large weights at a small batch: the BLAS path.
 WIDE = dict(input_size=32, hidden_size=512, n=8, length=6)
 
@@ -453,7 +456,8 @@ def _run_threads(fn, args, n_threads=8, rounds=3):
 
 @pytest.mark.parametrize("size,packed,rounds", [
     ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3),
-    ("wide", False, 2), ("wide", True, 2), ("groups", False, 3), ("groups", True, 3)])
+    ("wide", False, 2), ("wide", True, 2), ("groups", False, 3), ("groups", True, 3),
+    ("chunks", False, 3), ("chunks", True, 3)])
 def test_eight_threads_match_sequential(size, packed, rounds):
     if size == "big":
         m = _model(input_size=BIG["input_size"], hidden_size=BIG["hidden_size"])
@@ -465,6 +469,9 @@ def test_eight_threads_match_sequential(size, packed, rounds):
     elif size == "groups":  # one direction, 8-15 rows: the row-group parallel kernel
         m = _model(input_size=PAR["input_size"], hidden_size=PAR["hidden_size"], num_layers=2)
         shape = (PAR["length"], PAR["n"], PAR["input_size"])
+    elif size == "chunks":
+        m = _model(input_size=CHUNKS["input_size"], hidden_size=CHUNKS["hidden_size"])
+        shape = (CHUNKS["length"], CHUNKS["n"], CHUNKS["input_size"])
     elif size == "wide":
         m = _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"])
         shape = (WIDE["length"], WIDE["n"], WIDE["input_size"])

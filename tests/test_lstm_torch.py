@@ -538,3 +538,31 @@ def test_realistic_size_packed_matches_torch(dtype):
     assert_close(got, t2n(torch.nn.utils.rnn.pad_packed_sequence(eout)[0]), dtype, "padded output")
     assert_close(h, eh, dtype, "h_n")
     assert_close(c, ec, dtype, "c_n")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("batch", [3, 9, 20])
+@pytest.mark.parametrize("bidirectional,proj_size", [(False, 0), (True, 0), (True, 5)])
+def test_many_projection_windows_match_torch(monkeypatch, dtype, batch, bidirectional,
+                                             proj_size):
+    """Windows of a few steps (the reverse direction takes them from the end)
+    over a ragged batch: every path (serial, row groups, one thread per
+    direction, BLAS) must stitch the windows exactly as one long window."""
+    from nblstm.lstm import _driver
+
+    monkeypatch.setattr(_driver, "WINDOW_BYTES", 3 * 4 * 12 * batch * np.dtype(dtype).itemsize)
+    cfg = dict(input_size=7, hidden_size=12, num_layers=2, bidirectional=bidirectional,
+               proj_size=proj_size, dtype=dtype)
+    tm, m = make_lstm_pair(**cfg)
+    rng = np.random.default_rng(batch)
+    lengths = rng.integers(1, 23, batch)
+    x = rng.standard_normal((int(lengths.max()), batch, 7)).astype(dtype)
+    packed = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    assert _driver.window_steps(batch, 12, np.dtype(dtype).itemsize) == 3
+    out, (h, c) = m(packed)
+    tp = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                 enforce_sorted=False)
+    eout, (eh, ec) = torch_lstm(tm, tp, None)
+    assert_close(out.data, t2n(eout.data), dtype, "output.data")
+    assert_close(h, eh, dtype, "h_n")
+    assert_close(c, ec, dtype, "c_n")

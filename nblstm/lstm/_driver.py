@@ -4,10 +4,22 @@ Everything enters as time-major packed rows plus the offset table: a padded
 equal-length batch is the case where every step has the whole batch, and it
 is used in place (a time-major C-contiguous array already *is* that layout).
 
-Per layer and direction the input projection ``x @ w_ih_t + b`` is computed
-by BLAS for a window of time steps at a time, so the scratch a forward needs
-does not grow with the sequence length; the kernels then walk the window's
-steps.
+Per layer and direction the input projection ``x @ w_ih + b`` is computed
+for a window of time steps at a time, so the scratch a forward needs does not
+grow with the sequence length; the kernels then walk the window's steps.
+
+Which kernels run depends only on sizes, never on the layout:
+
+* bidirectional: one thread per direction, each projecting its own input
+  and running its steps (:func:`_kernels.run_window_both_directions`);
+* one direction, small batches and weights: Numba projection, then the
+  steps serially or in row groups on separate threads;
+* one direction, from BLAS_MIN_ROWS rows or BLAS_MIN_WEIGHT_BYTES of
+  recurrent weights: BLAS for the projection and each step's product.
+
+Mixing Numba and BLAS thread pools within one layer is avoided on purpose:
+OpenBLAS workers keep spinning after a call and take the cores a Numba
+kernel needs next.
 """
 
 from __future__ import annotations
@@ -25,8 +37,10 @@ from ._weights import LayerWeights
 
 #: Bytes of projected input (rows x 4H) held per direction and window.
 WINDOW_BYTES = 16 << 20
-#: From this many rows in a step on, the recurrent product goes to BLAS.
-BLAS_MIN_ROWS = 16
+#: From this many rows in a step on, a single direction goes to BLAS (B=64,
+#: H=512 and B=256, H=256 measured 1.2-1.5x faster there; B=16..32, H=256
+#: 1.2x faster in the Numba kernels).
+BLAS_MIN_ROWS = 64
 #: Recurrent weights larger than this (about a core's L2 cache) go to BLAS at
 #: any batch size: the product is then bound by streaming the weights, which
 #: BLAS does with every core (measured here: B=1, H=384 and H=1024 run 2x
@@ -56,106 +70,102 @@ def _window_input(x: np.ndarray, t0: int, t1: int, r0: int, r1: int) -> np.ndarr
     return np.ascontiguousarray(window).reshape(r1 - r0, x.shape[2])
 
 
-def _project(x_rows: np.ndarray, w_ih_t: np.ndarray, bias: np.ndarray,
-             gx: np.ndarray) -> None:
-    """``gx[:rows] = x_rows @ w_ih_t + bias``."""
-    dst = gx[: x_rows.shape[0]]
-    np.matmul(x_rows, w_ih_t, out=dst)
-    dst += bias
-
-
-def _run_steps_blas(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
-                    h, c, w_hh_t, w_hr_t, h_full, gates, out, out_col) -> None:
-    """As :func:`_kernels.run_steps`, for large batches: each step's recurrent
-    product (and projection) is one NumPy BLAS call (threaded by BLAS), the
-    fused gates a serial kernel. A step costs far more than the Python loop."""
+def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c, w_hh_t,
+                    w_hr_t, h_full, gates, out) -> None:
+    """As :func:`_kernels.run_steps` (forward direction), for large batches
+    or weights: each step's recurrent product (and projection) is one NumPy
+    BLAS call (threaded by BLAS), the fused gates a serial kernel. A step
+    costs far more than the Python loop."""
     has_proj = w_hr_t.shape[0] > 0
     width = h.shape[1]
-    steps = range(step_lo, step_hi)
-    for t in (reversed(steps) if reverse else steps):
+    for t in range(step_lo, step_hi):
         n_rows = int(batch_sizes[t])
         row = int(step_offsets[t])
         np.matmul(h[:n_rows], w_hh_t, out=gates[:n_rows])
         _kernels.gates_from_product(gates, gx, row - gx_row0, n_rows, c, h_full, not has_proj,
-                                    out, row, out_col)
+                                    out, row, 0)
         if has_proj:
             np.matmul(h_full[:n_rows], w_hr_t, out=h[:n_rows])
-            out[row:row + n_rows, out_col:out_col + width] = h[:n_rows]
+            out[row:row + n_rows, :width] = h[:n_rows]
+
+
+def _windows(n_steps: int, steps: int) -> List[Tuple[int, int]]:
+    return [(t0, min(t0 + steps, n_steps)) for t0 in range(0, n_steps, steps)]
+
+
+def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
+    """Both directions at once, one thread each, window by window: the
+    forward direction takes the windows from the start, the reverse one from
+    the end. Each thread projects its own window's input."""
+    n_steps = batch_sizes.shape[0]
+    max_batch = int(batch_sizes[0])
+    steps = window_steps(max_batch, c.shape[2], out.itemsize)
+    gx = np.empty((2, min(steps, n_steps) * max_batch, 4 * c.shape[2]), dtype=out.dtype)
+    with parallel_section():
+        for t0, t1 in _windows(n_steps, steps):
+            spans = [(t0, t1), (n_steps - t1, n_steps - t0)]
+            x_rows = [_window_input(x, a, b, int(step_offsets[a]), int(step_offsets[b]))
+                      for a, b in spans]
+            t_lo = np.array([a for a, _ in spans], dtype=np.int64)
+            t_hi = np.array([b for _, b in spans], dtype=np.int64)
+            _kernels.run_window_both_directions(
+                *x_rows, layer.w_ih_panels, layer.bias, gx, t_lo, t_hi, batch_sizes,
+                step_offsets, h, c, layer.w_hh_panels, layer.w_hr_panels, h_full, out)
+
+
+def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
+    """One direction, window by window: the window's input projection, then
+    its steps. Large batches or weights use BLAS for both products; otherwise
+    Numba kernels do (serially, or in row groups from ROW_GROUP_MIN_ROWS
+    rows), so only one thread pool runs."""
+    n_steps = batch_sizes.shape[0]
+    max_batch = int(batch_sizes[0])
+    hidden = c.shape[2]
+    steps = window_steps(max_batch, hidden, out.itemsize)
+    gx = np.empty((min(steps, n_steps) * max_batch, 4 * hidden), dtype=out.dtype)
+    use_blas = layer.w_hh_t is not None and (
+        max_batch >= BLAS_MIN_ROWS or layer.w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES)
+    gates = np.empty((max_batch, 4 * hidden), dtype=out.dtype) if use_blas else None
+    row_groups = 1
+    if not use_blas and max_batch >= ROW_GROUP_MIN_ROWS:
+        row_groups = min(get_num_threads(), max_batch // TILE_ROWS)
+    # Numba's thread count is only set (a few microseconds) when a parallel
+    # kernel will run: small serial forwards are dominated by such costs.
+    parallel = not use_blas and (row_groups > 1
+                                 or int(step_offsets[-1]) > _kernels.PROJECTION_CHUNK_ROWS)
+    with parallel_section() if parallel else contextlib.nullcontext():
+        for t0, t1 in _windows(n_steps, steps):
+            r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
+            x_rows = _window_input(x, t0, t1, r0, r1)
+            if use_blas:
+                np.matmul(x_rows, layer.w_ih_t[0], out=gx[:r1 - r0])
+                gx[:r1 - r0] += layer.bias[0]
+                _run_steps_blas(gx, r0, t0, t1, batch_sizes, step_offsets, h[0], c[0],
+                                layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
+                continue
+            if r1 - r0 > _kernels.PROJECTION_CHUNK_ROWS:
+                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
+            else:
+                _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
+            if row_groups > 1:
+                _kernels.run_steps_row_groups(gx, r0, t0, t1, False, batch_sizes, step_offsets,
+                                              h[0], c[0], layer.w_hh_panels[0],
+                                              layer.w_hr_panels[0], h_full[0], out, 0,
+                                              row_groups)
+            else:
+                _kernels.run_steps(gx, r0, t0, t1, False, batch_sizes, step_offsets, h[0], c[0],
+                                   layer.w_hh_panels[0], layer.w_hr_panels[0], h_full[0], out,
+                                   0)
 
 
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
                out: np.ndarray) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
-    n_dirs, _, four_h = layer.w_hh_t.shape
-    hidden = four_h // 4
-    n_steps = batch_sizes.shape[0]
-    max_batch = int(batch_sizes[0])
-    steps = window_steps(max_batch, hidden, out.itemsize)
-    gx = np.empty((n_dirs, steps * max_batch, four_h), dtype=out.dtype)
-    has_proj = layer.w_hr_t.shape[1] > 0
+    has_proj = layer.w_hr_panels.shape[1] > 0
     h_full = np.empty(c.shape, dtype=c.dtype) if has_proj else h
-    windows = [(t0, min(t0 + steps, n_steps)) for t0 in range(0, n_steps, steps)]
-
-    def direction_window(d: int, k: int) -> Tuple[int, int, int]:
-        t0, t1 = windows[k]
-        if d == 1:  # the reverse direction takes the windows from the end
-            t0, t1 = n_steps - t1, n_steps - t0
-        r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
-        _project(_window_input(x, t0, t1, r0, r1), layer.w_ih_t[d], layer.bias[d], gx[d])
-        return t0, t1, r0
-
-    use_blas = (max_batch >= BLAS_MIN_ROWS
-                or layer.w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES)
-    if n_dirs == 2 and not use_blas:
-        with parallel_section():
-            _run_both_directions(len(windows), direction_window, gx, batch_sizes, step_offsets,
-                                 h, c, layer, h_full, out)
-        return
-
-    gates = np.empty((max_batch, four_h), dtype=out.dtype) if use_blas else None
-    row_groups = 1
-    if not use_blas and max_batch >= ROW_GROUP_MIN_ROWS:
-        row_groups = min(get_num_threads(), max_batch // TILE_ROWS)
-    with parallel_section() if row_groups > 1 else contextlib.nullcontext():
-        _run_directions(n_dirs, len(windows), direction_window, use_blas, row_groups, gx,
-                        batch_sizes, step_offsets, h, c, layer, h_full, gates, out)
-
-
-def _run_both_directions(n_windows, direction_window, gx, batch_sizes, step_offsets, h, c,
-                         layer, h_full, out) -> None:
-    """Both directions at once, window by window (forward from the start,
-    reverse from the end), one thread per direction."""
-    for k in range(n_windows):
-        spans = [direction_window(d, k) for d in range(2)]
-        t_lo = np.array([s[0] for s in spans], dtype=np.int64)
-        t_hi = np.array([s[1] for s in spans], dtype=np.int64)
-        row0 = np.array([s[2] for s in spans], dtype=np.int64)
-        _kernels.run_steps_both_directions(gx, row0, t_lo, t_hi, batch_sizes, step_offsets,
-                                           h, c, layer.w_hh_panels, layer.w_hr_panels, h_full,
-                                           out)
-
-
-def _run_directions(n_dirs, n_windows, direction_window, use_blas, row_groups, gx,
-                    batch_sizes, step_offsets, h, c, layer, h_full, gates, out) -> None:
-    """Each direction in turn, window by window, with the chosen step kernel."""
-    for d in range(n_dirs):
-        out_col = d * h.shape[2]
-        for k in range(n_windows):
-            t0, t1, r0 = direction_window(d, k)
-            if use_blas:
-                _run_steps_blas(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
-                                h[d], c[d], layer.w_hh_t[d], layer.w_hr_t[d], h_full[d],
-                                gates, out, out_col)
-            elif row_groups > 1:
-                _kernels.run_steps_row_groups(gx[d], r0, t0, t1, d == 1, batch_sizes,
-                                              step_offsets, h[d], c[d], layer.w_hh_panels[d],
-                                              layer.w_hr_panels[d], h_full[d], out, out_col,
-                                              row_groups)
-            else:
-                _kernels.run_steps(gx[d], r0, t0, t1, d == 1, batch_sizes, step_offsets,
-                                   h[d], c[d], layer.w_hh_panels[d], layer.w_hr_panels[d],
-                                   h_full[d], out, out_col)
+    run = _run_bidirectional if h.shape[0] == 2 else _run_unidirectional
+    run(x, layer, batch_sizes, step_offsets, h, c, h_full, out)
 
 
 def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeights],
@@ -184,7 +194,7 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
     h_n = h0.copy()
     c_n = c0.copy()
     total_rows = int(offsets[-1])
-    n_dirs = layers[0].w_hh_t.shape[0]
+    n_dirs = layers[0].bias.shape[0]
     out_width = n_dirs * h0.shape[2]
     layer_input = x
     out = np.empty((total_rows, out_width), dtype=h0.dtype)

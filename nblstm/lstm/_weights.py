@@ -8,11 +8,11 @@ rebuilt once, so no forward call ever transposes or copies weights.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, NamedTuple, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ._kernels import TILE_COLUMNS
+from ._kernels import tile_columns
 from ._validation import to_numpy
 
 
@@ -21,33 +21,39 @@ class LayerWeights(NamedTuple):
 
     Attributes
     ----------
-    w_ih_t : (D, input_size_of_layer, 4H)
+    w_ih_panels : (D, ceil(4H / width), input_size_of_layer, width), ``width`` =
+        ``tile_columns(dtype)``
+        -- the transposed input weights ``w_ih_t`` (I, 4H) as column panels
+        (see :func:`column_panels`), for the kernels' register-tiled products
     bias : (D, 4H) -- ``bias_ih + bias_hh`` (zeros without bias)
-    w_hh_t : (D, P, 4H) -- for the BLAS path
-    w_hr_t : (D, H, P), or (D, 0, 0) without projection
-    w_hh_panels : (D, ceil(4H / TILE_COLUMNS), P, TILE_COLUMNS) -- ``w_hh_t``
-        as column panels, for the kernels' register-tiled product
-    w_hr_panels : (D, ceil(P / TILE_COLUMNS), H, TILE_COLUMNS), or
-        (D, 0, 0, TILE_COLUMNS) without projection
+    w_hh_panels : (D, ceil(4H / width), P, width) -- ``w_hh_t``
+    w_hr_panels : (D, ceil(P / width), H, width), or
+        (D, 0, 0, width) without projection -- ``w_hr_t``
+    w_ih_t : (1, I, 4H), w_hh_t : (1, P, 4H), w_hr_t : (1, H, P) or (1, 0, 0)
+        -- row-major copies for the BLAS path, which only a single direction
+        takes; ``None`` for bidirectional layers
     """
 
-    w_ih_t: np.ndarray
+    w_ih_panels: np.ndarray
     bias: np.ndarray
-    w_hh_t: np.ndarray
-    w_hr_t: np.ndarray
     w_hh_panels: np.ndarray
     w_hr_panels: np.ndarray
+    w_ih_t: Optional[np.ndarray]
+    w_hh_t: Optional[np.ndarray]
+    w_hr_t: Optional[np.ndarray]
 
 
-def column_panels(w_t: np.ndarray, width: int = TILE_COLUMNS) -> np.ndarray:
+def column_panels(w_t: np.ndarray, width: Optional[int] = None) -> np.ndarray:
     """Split ``w_t`` (..., K, N) into contiguous column panels
-    (..., ceil(N / width), K, width), the last one zero-padded.
+    (..., ceil(N / width), K, width), the last one zero-padded; ``width``
+    defaults to the kernels' tile width for the dtype (``tile_columns``).
 
     Panel ``p`` holds columns ``[p * width, (p + 1) * width)``; a matrix
     product that walks one panel down its K rows then reads memory at unit
     stride.
     """
     *lead, n_inner, n_cols = w_t.shape
+    width = width or tile_columns(w_t.dtype)
     n_panels = -(-n_cols // width)
     padded = np.zeros((*lead, n_inner, n_panels * width), dtype=w_t.dtype)
     padded[..., :n_cols] = w_t
@@ -138,6 +144,7 @@ def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirection
             w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
         w_ih_t, bias, w_hh_t, w_hr_t = (np.ascontiguousarray(a, dtype=dtype)
                                         for a in (w_ih_t, bias, w_hh_t, w_hr_t))
-        layers.append(LayerWeights(w_ih_t, bias, w_hh_t, w_hr_t, column_panels(w_hh_t),
-                                   column_panels(w_hr_t)))
+        row_major = (None, None, None) if bidirectional else (w_ih_t, w_hh_t, w_hr_t)
+        layers.append(LayerWeights(column_panels(w_ih_t), bias, column_panels(w_hh_t),
+                                   column_panels(w_hr_t), *row_major))
     return layers
