@@ -142,8 +142,15 @@ class Timing:
 
 def interleave(runners: dict, rounds: int, block_s: float, alone_blocks: int, warmup: int = 2,
                budget_s: float = float("inf"), min_rounds: int = 5, verbose: bool = True,
-               settle_s: float = 0.5) -> dict:
+               settle_s: float = 0.5, gap_s: float = 0.0) -> dict:
     """Time ``runners`` (name -> Runner) in rotating interleaved blocks.
+
+    ``gap_s``: a pause before every block of the rounds, so that threads the
+    previous side left spinning (torch's OpenMP pool, OpenBLAS workers) go
+    idle instead of taking a core from the next side's block; the block then
+    starts with one untimed call, so that waking this side's own threads is
+    not counted either. Each block measures the side's steady state, as a
+    user calling it in a loop sees it.
 
     Stops after ``rounds`` rounds, or earlier once ``budget_s`` seconds of rounds
     have passed and at least ``min_rounds`` are done (a loaded machine can make
@@ -178,6 +185,9 @@ def interleave(runners: dict, rounds: int, block_s: float, alone_blocks: int, wa
         for r in range(rounds):
             k = r % len(names)
             for name in names[k:] + names[:k]:
+                if gap_s > 0:
+                    time.sleep(gap_s)
+                    runners[name].fn()
                 per_round[name].append(_block(runners[name].fn, calls[name]))
             if r + 1 >= min_rounds and time.perf_counter() - t0 > budget_s:
                 break
@@ -215,7 +225,8 @@ class CaseResult:
 
 
 def run_case(case: Case, dtype, threads: int, rounds: int, block_s: float, alone_blocks: int,
-             use_nblstm: bool, gemm_square: bool, budget_s: float = float("inf"), min_rounds: int = 5) -> CaseResult:
+             use_nblstm: bool, gemm_square: bool, budget_s: float = float("inf"), min_rounds: int = 5,
+             gap_s: float = 0.0) -> CaseResult:
     res = CaseResult(case)
     x = case.padded_input(dtype)
     lengths = case.lengths()
@@ -263,7 +274,8 @@ def run_case(case: Case, dtype, threads: int, rounds: int, block_s: float, alone
 
     peers.set_threads(threads)  # again: limits BLAS libraries loaded while building
     res.ref = "nblstm" if "nblstm" in runners else "torch"
-    res.timings = interleave(runners, rounds, block_s, alone_blocks, budget_s=budget_s, min_rounds=min_rounds)
+    res.timings = interleave(runners, rounds, block_s, alone_blocks, budget_s=budget_s, min_rounds=min_rounds,
+                             gap_s=gap_s)
     res.rounds = len(next(iter(res.timings.values())).per_round_s)
 
     if gemm_runners:
@@ -565,6 +577,9 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny repeats, for a CI smoke run")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 25, quick 3)")
     p.add_argument("--block-ms", type=float, default=None, help="target block length (default 30, quick 5)")
+    p.add_argument("--gap-ms", type=float, default=None,
+                   help="pause before every block of the rounds, so threads left spinning by the previous "
+                        "side (torch's OpenMP, OpenBLAS) go idle first (default 150, quick 0)")
     p.add_argument("--case-budget-s", type=float, default=None,
                    help="stop a case's rounds after this many seconds, once 5 (quick: 3) are done (default 60, quick 10)")
     p.add_argument("--png", default="docs/benchmark.png", help="bar chart path (default docs/benchmark.png)")
@@ -595,6 +610,7 @@ def main(argv=None) -> int:
             return 2
     rounds = args.rounds or (3 if args.quick else 25)
     block_s = (args.block_ms or (5.0 if args.quick else 30.0)) / 1e3
+    gap_s = (args.gap_ms if args.gap_ms is not None else (0.0 if args.quick else 150.0)) / 1e3
     alone_blocks = 1 if args.quick else 3
     budget_s = args.case_budget_s or (10.0 if args.quick else 60.0)
     min_rounds = min(rounds, 3 if args.quick else 5)
@@ -621,7 +637,7 @@ def main(argv=None) -> int:
         print(f"[{time.time() - t_start:6.1f}s] {name} ({case.describe()}) ...", file=sys.stderr, flush=True)
         results.append(
             run_case(case, dtype, args.threads, rounds, block_s, alone_blocks, use_nblstm,
-                     gemm_square=not args.quick, budget_s=budget_s, min_rounds=min_rounds)
+                     gemm_square=not args.quick, budget_s=budget_s, min_rounds=min_rounds, gap_s=gap_s)
         )
     thread_notes = peers.set_threads(args.threads)
 
@@ -634,7 +650,8 @@ def main(argv=None) -> int:
         f"Machine: {machine}; dtype {dtype.name}. {versions()}.",
         f"Method: one process, up to {rounds} interleaved rounds per case (order rotates each round; "
         f"done: {', '.join(f'{r.case.name} {r.rounds}' for r in results)}), blocks of ~{block_s * 1e3:.0f} ms "
-        f"(at least one call); "
+        f"(at least one call), a {gap_s * 1e3:.0f} ms pause and one untimed call before every block (threads left spinning "
+        "by the previous side go idle, this side's own threads are awake); "
         "ms = median per-call time in the rounds; speedup = median of per-round ratios peer time / nblstm time. "
         "Every runner was called and checked against torch (max abs diff) before timing.",
     ]
