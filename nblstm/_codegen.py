@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import platform
+
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._config import PREFERRED_VECTOR_BITS
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 @intrinsic
@@ -25,6 +31,58 @@ def prefer_vector_width(typingctx):
             # attribute is written into the IR as given.
             set.add(builder.function.attributes,
                     f'"prefer-vector-width"="{PREFERRED_VECTOR_BITS}"')
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+def _item_pointer(context, builder, array_type, array, index):
+    ary = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, ary, [index],
+                                    wraparound=False)
+
+
+@intrinsic
+def atomic_add(typingctx, array, index, value):
+    """``old = array[index]; array[index] += value; return old`` as one atomic
+    read-modify-write (acquire-release) on a 1-D int64 array."""
+    if not (isinstance(array, types.Array) and array.ndim == 1
+            and array.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _item_pointer(context, builder, signature.args[0], args[0], args[1])
+        delta = context.cast(builder, args[2], signature.args[2], types.int64)
+        return builder.atomic_rmw("add", ptr, delta, "acq_rel")
+
+    return types.int64(array, index, value), codegen
+
+
+@intrinsic
+def atomic_load(typingctx, array, index):
+    """``array[index]`` read atomically with acquire ordering (1-D int64):
+    whatever the writer stored before its releasing :func:`atomic_add` is
+    visible after this load sees the added value."""
+    if not (isinstance(array, types.Array) and array.ndim == 1
+            and array.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _item_pointer(context, builder, signature.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def spin_pause(typingctx):
+    """The x86 ``pause`` hint for a spin-wait loop (a no-op elsewhere)."""
+
+    def codegen(context, builder, signature, args):
+        if _X86:
+            fnty = ir.FunctionType(ir.VoidType(), [])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse2.pause")
+            builder.call(fn, [])
         return context.get_dummy_value()
 
     return types.none(), codegen

@@ -182,3 +182,38 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         for g_arr, w_arr in zip(got, want):
             np.testing.assert_allclose(g_arr, w_arr, rtol=0,
                                        atol=TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=7), st.integers(1, 3), dtypes,
+       st.integers(1, 2), st.integers(0, 2**32 - 1))
+def test_split_units_matches_serial_twin(lengths, blocks, dtype, threads, seed):
+    """The split-units step loop equals the NumPy twin, with the threads it
+    asks for or alone (one thread then claims every part: nothing waits)."""
+    import numba
+
+    hidden = blocks * tile_columns(dtype)
+    rng = np.random.default_rng(seed)
+    lengths = np.sort(np.array(lengths))[::-1]
+    batch = len(lengths)
+    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
+    offsets = step_offsets(batch_sizes)
+    n_steps, rows = len(batch_sizes), int(offsets[-1])
+    gx = _rand(rng, (rows, 4 * hidden), dtype)
+    h, c, w_hh_t, _ = _step_case(rng, batch, hidden, 0, dtype)
+    hh, cc, out = h.copy(), c.copy(), np.zeros((rows, hidden), dtype)
+    naive.run_steps(gx.copy(), 0, 0, n_steps, False, batch_sizes, offsets, hh, cc, w_hh_t,
+                    np.zeros((0, 0), dtype), hh, out, 0)
+    got_h, got_c, got_out = h.copy(), c.copy(), np.zeros((rows, hidden), dtype)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        _kernels.run_steps_split_units(
+            gx.copy(), 0, 0, n_steps, batch_sizes, offsets, got_h, got_c, column_panels(w_hh_t),
+            np.empty((2, batch, hidden), dtype), np.zeros(n_steps * blocks * 8, np.int64),
+            np.zeros(n_steps * 8, np.int64), got_out, blocks)
+    finally:
+        numba.set_num_threads(previous)
+    tolerance = TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths)
+    for g_arr, w_arr in ((got_h, hh), (got_c, cc), (got_out, out)):
+        np.testing.assert_allclose(g_arr, w_arr, rtol=0, atol=tolerance)

@@ -28,8 +28,11 @@ PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
 # One direction, small weights, more input rows than one projection chunk:
 # the parallel Numba projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
-# Large weights at a small batch: the BLAS path.
+# Large weights from 8 rows on: the BLAS path.
 WIDE = dict(input_size=32, hidden_size=512, n=8, length=6)
+# One direction under 8 rows, H a multiple of the tile width: the split-units
+# kernel, whose threads meet once a step.
+SPLIT = dict(input_size=32, hidden_size=256, n=3, length=12)
 
 
 def _model(dtype=np.float32, **kw):
@@ -82,17 +85,19 @@ def _copy_result(r):
     dict(num_layers=3, bidirectional=True),
     dict(num_layers=2, bias=False, batch_first=True),
     dict(num_layers=2, bidirectional=True, proj_size=3),
-], ids=["plain", "3L-bi", "2L-nobias-bf", "2L-bi-proj"])
+    dict(hidden_size=128),
+], ids=["plain", "3L-bi", "2L-nobias-bf", "2L-bi-proj", "split-units"])
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_huge_inputs_finite_and_bounded_no_warnings(dtype, kw, packed):
     """Inputs of +-1e30 give finite outputs in [-1, 1] and no warnings."""
-    m = _model(dtype, input_size=6, hidden_size=8, **kw)
+    m = _model(dtype, **{"input_size": 6, "hidden_size": 8, **kw})
     rng = np.random.default_rng(1)
-    x = (rng.choice([-1.0, 1.0], size=(7, 4, 6)) * 1e30).astype(dtype)
-    x[:, 1, ::2] = rng.standard_normal((7, 3))  # mixed with ordinary values
+    length = 9
+    x = (rng.choice([-1.0, 1.0], size=(length, 4, 6)) * 1e30).astype(dtype)
+    x[:, 1, ::2] = rng.standard_normal((length, 3))  # mixed with ordinary values
     inp = x
     if packed:
-        inp = _packed(x, [7, 3, 5, 1])
+        inp = _packed(x, [length, 3, 5, 1])
     elif kw.get("batch_first"):
         inp = np.ascontiguousarray(x.transpose(1, 0, 2))
     with warnings.catch_warnings(), np.errstate(divide="warn", over="warn", invalid="warn",
@@ -111,7 +116,7 @@ def test_huge_inputs_finite_and_bounded_no_warnings(dtype, kw, packed):
     else:
         assert np.all(np.abs(out) <= 1) and np.all(np.abs(h) <= 1)
     # |c_t| <= |c_0| + t
-    assert np.all(np.abs(c) <= 7 + 1e-6)
+    assert np.all(np.abs(c) <= length + 1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -133,11 +138,12 @@ def test_huge_inputs_cell(dtype):
     (dict(num_layers=2, bidirectional=True, batch_first=True), "bf"),
     (dict(num_layers=2, bidirectional=True), "packed"),
     (dict(num_layers=2, bidirectional=True, proj_size=4), "big"),
-], ids=["plain", "3L-bi-proj", "2L-bi-bf", "2L-bi-packed", "big"])
+    (dict(num_layers=2), "split"),
+], ids=["plain", "3L-bi-proj", "2L-bi-bf", "2L-bi-packed", "big", "split-units"])
 def test_nan_stays_in_its_sequence(dtype, kw, layout):
     big = layout == "big"
     n, length, hin, hid = (MED["n"], MED["length"], MED["input_size"], MED["hidden_size"]) if big \
-        else (5, 6, 6, 8)
+        else (5, 12, 6, 128) if layout == "split" else (5, 6, 6, 8)
     m = _model(dtype, input_size=hin, hidden_size=hid, **kw)
     x = _x((length, n, hin), dtype, seed=3)
     hx = random_state(m, n, dtype, np.random.default_rng(4))
@@ -457,7 +463,7 @@ def _run_threads(fn, args, n_threads=8, rounds=3):
 @pytest.mark.parametrize("size,packed,rounds", [
     ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3),
     ("wide", False, 2), ("wide", True, 2), ("groups", False, 3), ("groups", True, 3),
-    ("chunks", False, 3), ("chunks", True, 3)])
+    ("chunks", False, 3), ("chunks", True, 3), ("split", False, 3), ("split", True, 3)])
 def test_eight_threads_match_sequential(size, packed, rounds):
     if size == "big":
         m = _model(input_size=BIG["input_size"], hidden_size=BIG["hidden_size"])
@@ -469,6 +475,9 @@ def test_eight_threads_match_sequential(size, packed, rounds):
     elif size == "groups":  # one direction, 8-15 rows: the row-group parallel kernel
         m = _model(input_size=PAR["input_size"], hidden_size=PAR["hidden_size"], num_layers=2)
         shape = (PAR["length"], PAR["n"], PAR["input_size"])
+    elif size == "split":
+        m = _model(input_size=SPLIT["input_size"], hidden_size=SPLIT["hidden_size"], num_layers=2)
+        shape = (SPLIT["length"], SPLIT["n"], SPLIT["input_size"])
     elif size == "chunks":
         m = _model(input_size=CHUNKS["input_size"], hidden_size=CHUNKS["hidden_size"])
         shape = (CHUNKS["length"], CHUNKS["n"], CHUNKS["input_size"])

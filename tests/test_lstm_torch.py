@@ -566,3 +566,33 @@ def test_many_projection_windows_match_torch(monkeypatch, dtype, batch, bidirect
     assert_close(out.data, t2n(eout.data), dtype, "output.data")
     assert_close(h, eh, dtype, "h_n")
     assert_close(c, ec, dtype, "c_n")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("batch", [1, 3, 7])
+@pytest.mark.parametrize("small_windows", [False, True])
+def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows):
+    """Batches under 8 rows with H a multiple of the tile width run the
+    split-units kernel (threads share each step's hidden units); ragged,
+    with initial state, over one window or many."""
+    from nblstm.lstm import _driver, _kernels
+
+    hidden = 2 * _kernels.tile_columns(dtype)
+    if small_windows:
+        monkeypatch.setattr(_driver, "WINDOW_BYTES", 5 * 4 * hidden * batch * np.dtype(dtype).itemsize)
+    assert _driver.plan_unidirectional(batch, 40, hidden, False, hidden * 4 * hidden
+                                       * np.dtype(dtype).itemsize, dtype, 2)[0] == "split_units"
+    tm, m = make_lstm_pair(input_size=9, hidden_size=hidden, num_layers=2, dtype=dtype)
+    rng = np.random.default_rng(batch)
+    lengths = rng.integers(1, 41, batch)
+    lengths[0] = 40
+    x = rng.standard_normal((40, batch, 9)).astype(dtype)
+    hx = tuple(rng.standard_normal((2, batch, hidden)).astype(dtype) for _ in range(2))
+    packed = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, (h, c) = m(packed, hx)
+    tp = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                 enforce_sorted=False)
+    eout, (eh, ec) = torch_lstm(tm, tp, hx)
+    assert_close(out.data, t2n(eout.data), dtype, "output.data")
+    assert_close(h, eh, dtype, "h_n")
+    assert_close(c, ec, dtype, "c_n")

@@ -41,14 +41,18 @@ WINDOW_BYTES = 16 << 20
 #: H=512 and B=256, H=256 measured 1.2-1.5x faster there; B=16..32, H=256
 #: 1.2x faster in the Numba kernels).
 BLAS_MIN_ROWS = 64
-#: Recurrent weights larger than this (about a core's L2 cache) go to BLAS at
-#: any batch size: the product is then bound by streaming the weights, which
-#: BLAS does with every core (measured here: B=1, H=384 and H=1024 run 2x
-#: faster than in the register-tiled kernel; H=256, B=4..8 are level).
+#: Recurrent weights larger than this (about a core's L2 cache) go to BLAS from
+#: ROW_GROUP_MIN_ROWS rows on, where row groups would each stream all the
+#: weights (B=8..32, H=512: BLAS 1.1x faster); below, splitting the hidden
+#: units streams each weight once (B=4, H=2048: 1.9x faster than BLAS).
 BLAS_MIN_WEIGHT_BYTES = 1 << 20
 #: From this many rows on (and below BLAS), one direction's batch is split
 #: into row groups that run on separate threads.
 ROW_GROUP_MIN_ROWS = 8
+#: Below ROW_GROUP_MIN_ROWS, a step's hidden units are split over the
+#: threads (which then meet once a step) for sequences of at least this many
+#: steps; shorter ones do not repay the parallel region.
+SPLIT_UNITS_MIN_STEPS = 8
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
@@ -113,25 +117,46 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -
                 step_offsets, h, c, layer.w_hh_panels, layer.w_hr_panels, h_full, out)
 
 
+def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: bool,
+                        w_hh_bytes: int, dtype, threads: int) -> Tuple[str, int]:
+    """Which step loop a single-direction layer runs, and on how many parts.
+
+    Returns ``(kind, parts)`` with ``kind`` one of ``"blas"`` (BLAS for the
+    projection and each step's product), ``"row_groups"`` (the batch split
+    into ``parts`` groups of rows), ``"split_units"`` (each step's hidden units
+    split into ``parts``) or ``"serial"``.
+    """
+    big_weights = w_hh_bytes > BLAS_MIN_WEIGHT_BYTES
+    if max_batch >= BLAS_MIN_ROWS:
+        return "blas", 1
+    if max_batch >= ROW_GROUP_MIN_ROWS:
+        if big_weights:
+            return "blas", 1
+        return "row_groups", min(threads, max_batch // TILE_ROWS)
+    width = _kernels.tile_columns(dtype)
+    parts = min(threads, hidden // width)
+    if parts > 1 and not has_proj and hidden % width == 0 and n_steps >= SPLIT_UNITS_MIN_STEPS:
+        return "split_units", parts
+    return ("blas" if big_weights else "serial"), 1
+
+
 def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
     """One direction, window by window: the window's input projection, then
-    its steps. Large batches or weights use BLAS for both products; otherwise
-    Numba kernels do (serially, or in row groups from ROW_GROUP_MIN_ROWS
-    rows), so only one thread pool runs."""
+    its steps, by the loop :func:`plan_unidirectional` picks. Only one thread
+    pool runs: BLAS for both products, or Numba kernels for both."""
     n_steps = batch_sizes.shape[0]
     max_batch = int(batch_sizes[0])
     hidden = c.shape[2]
     steps = window_steps(max_batch, hidden, out.itemsize)
     gx = np.empty((min(steps, n_steps) * max_batch, 4 * hidden), dtype=out.dtype)
-    use_blas = layer.w_hh_t is not None and (
-        max_batch >= BLAS_MIN_ROWS or layer.w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES)
+    kind, parts = plan_unidirectional(max_batch, n_steps, hidden, layer.w_hr_panels.shape[1] > 0,
+                                      layer.w_hh_t[0].nbytes, out.dtype, get_num_threads())
+    use_blas = kind == "blas"
     gates = np.empty((max_batch, 4 * hidden), dtype=out.dtype) if use_blas else None
-    row_groups = 1
-    if not use_blas and max_batch >= ROW_GROUP_MIN_ROWS:
-        row_groups = min(get_num_threads(), max_batch // TILE_ROWS)
+    h_steps = np.empty((2,) + h.shape[1:], dtype=h.dtype) if kind == "split_units" else None
     # Numba's thread count is only set (a few microseconds) when a parallel
     # kernel will run: small serial forwards are dominated by such costs.
-    parallel = not use_blas and (row_groups > 1
+    parallel = not use_blas and (parts > 1
                                  or int(step_offsets[-1]) > _kernels.PROJECTION_CHUNK_ROWS)
     with parallel_section() if parallel else contextlib.nullcontext():
         for t0, t1 in _windows(n_steps, steps):
@@ -147,11 +172,17 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                 _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
             else:
                 _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
-            if row_groups > 1:
+            if kind == "split_units":
+                claims = np.zeros((t1 - t0) * parts * 8, dtype=np.int64)
+                done = np.zeros((t1 - t0) * 8, dtype=np.int64)
+                _kernels.run_steps_split_units(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
+                                               c[0], layer.w_hh_panels[0], h_steps, claims,
+                                               done, out, parts)
+            elif kind == "row_groups":
                 _kernels.run_steps_row_groups(gx, r0, t0, t1, False, batch_sizes, step_offsets,
                                               h[0], c[0], layer.w_hh_panels[0],
                                               layer.w_hr_panels[0], h_full[0], out, 0,
-                                              row_groups)
+                                              parts)
             else:
                 _kernels.run_steps(gx, r0, t0, t1, False, batch_sizes, step_offsets, h[0], c[0],
                                    layer.w_hh_panels[0], layer.w_hr_panels[0], h_full[0], out,

@@ -28,7 +28,7 @@ from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
-from .._codegen import prefer_vector_width
+from .._codegen import atomic_add, atomic_load, prefer_vector_width, spin_pause
 from .._config import INLINE_JIT_OPTIONS, JIT_OPTIONS, PARALLEL_JIT_OPTIONS, PREFERRED_VECTOR_BITS
 from ._activations import sigmoid, tanh
 
@@ -183,6 +183,25 @@ def _tile_1_row(a, panel, out, r, j0, n_valid):
 
 
 @njit(**JIT_OPTIONS)
+def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
+    """``out[:n_rows, j0:j0 + n_valid] += a[:n_rows] @ panel[:, :n_valid]``
+    for one column panel: tiles of TILE_ROWS rows (with ``tall``,
+    TALL_TILE_ROWS first), then single rows."""
+    prefer_vector_width()
+    r = 0
+    if tall:
+        while r + TALL_TILE_ROWS <= n_rows:
+            _tile_6_rows(a, panel, out, r, j0, n_valid)
+            r += TALL_TILE_ROWS
+    while r + TILE_ROWS <= n_rows:
+        _tile_4_rows(a, panel, out, r, j0, n_valid)
+        r += TILE_ROWS
+    while r < n_rows:
+        _tile_1_row(a, panel, out, r, j0, n_valid)
+        r += 1
+
+
+@njit(**JIT_OPTIONS)
 def matmul_accumulate(a, b_panels, out, n_rows, tall=False):
     """``out[:n_rows] += a[:n_rows] @ b`` without BLAS, with ``b`` (K, N)
     given as column panels (see ``_weights.column_panels``): ``b_panels``
@@ -203,20 +222,8 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall=False):
     n_cols = out.shape[1]
     width = _tile_width(out)
     for p in range(b_panels.shape[0]):
-        panel = b_panels[p]
-        j0 = np.uint64(p * width)
         n_valid = np.uint64(min(width, n_cols - p * width))
-        r = 0
-        if tall:
-            while r + TALL_TILE_ROWS <= n_rows:
-                _tile_6_rows(a, panel, out, r, j0, n_valid)
-                r += TALL_TILE_ROWS
-        while r + TILE_ROWS <= n_rows:
-            _tile_4_rows(a, panel, out, r, j0, n_valid)
-            r += TILE_ROWS
-        while r < n_rows:
-            _tile_1_row(a, panel, out, r, j0, n_valid)
-            r += 1
+        panel_accumulate(a, b_panels[p], out, n_rows, np.uint64(p * width), n_valid, tall)
 
 
 @njit(**JIT_OPTIONS)
@@ -340,6 +347,68 @@ def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step
         run_steps(gx[d], step_offsets[step_lo[d]], step_lo[d], step_hi[d], d == 1, batch_sizes,
                   step_offsets, h[d], c[d], w_hh_panels[d], w_hr_panels[d], h_full[d], out,
                   d * out_width)
+
+
+@njit(**PARALLEL_JIT_OPTIONS)
+def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c,
+                          w_hh_panels, h_steps, claims, done, out, n_parts):
+    """As :func:`run_steps` (forward, no projection), with each step's hidden
+    units split into ``n_parts`` parts that threads compute at once: for a
+    batch too small to split by rows, each thread streams only its part of
+    the recurrent weights.
+
+    Parts are whole weight panels (the caller ensures H is a multiple of the
+    tile width). A step's parts need the previous step's complete ``h``, so
+    the threads meet once a step, through counters instead of a barrier:
+    ``claims`` (steps * n_parts * 8,) and ``done`` (steps * 8,) int64 zeros,
+    one cache line per counter. A thread claims its own part first, then any
+    part left, and waits only for parts another thread has claimed and is
+    computing. A thread that is never scheduled therefore never blocks the
+    others: whoever runs, alone or not, claims and computes every part.
+
+    ``h_steps`` (2, batch, H) holds ``h`` of odd and even steps (a part of
+    step ``s + 1`` must not overwrite what another part of step ``s`` still
+    reads). ``h`` receives each row's state when its sequence ends or at the
+    window's last step.
+    """
+    prefer_vector_width()
+    hidden = c.shape[1]
+    width = _tile_width(gx)
+    blocks = hidden // width
+    n_steps = step_hi - step_lo
+    h_steps[0, :h.shape[0]] = h
+    for q in prange(n_parts):
+        for s in range(n_steps):
+            t = step_lo + s
+            n_rows = batch_sizes[t]
+            n_next = batch_sizes[t + 1] if s + 1 < n_steps else 0
+            h_prev = h_steps[s % 2]
+            h_next = h_steps[(s + 1) % 2]
+            row = step_offsets[t]
+            gates = gx[row - gx_row0:row - gx_row0 + n_rows]
+            for i in range(n_parts):
+                part = (q + i) % n_parts
+                if atomic_add(claims, (s * n_parts + part) * 8, 1) != 0:
+                    continue
+                b0 = part * blocks // n_parts
+                b1 = (part + 1) * blocks // n_parts
+                for g in range(4):
+                    for b in range(b0, b1):
+                        p = g * blocks + b
+                        panel_accumulate(h_prev, w_hh_panels[p], gates, n_rows,
+                                         np.uint64(p * width), np.uint64(width), False)
+                u0 = b0 * width
+                u1 = b1 * width
+                for r in range(n_rows):
+                    cell_update_row(gates, c, h_next, r, u0, u1)
+                    for u in range(u0, u1):
+                        out[row + r, np.uint64(u)] = h_next[r, np.uint64(u)]
+                for r in range(n_next, n_rows):
+                    for u in range(u0, u1):
+                        h[r, np.uint64(u)] = h_next[r, np.uint64(u)]
+                atomic_add(done, s * 8, 1)
+            while atomic_load(done, s * 8) < n_parts:
+                spin_pause()
 
 
 @njit(**JIT_OPTIONS)
