@@ -217,3 +217,22 @@ def test_split_units_matches_serial_twin(lengths, blocks, dtype, threads, seed):
     tolerance = TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths)
     for g_arr, w_arr in ((got_h, hh), (got_c, cc), (got_out, out)):
         np.testing.assert_allclose(g_arr, w_arr, rtol=0, atol=tolerance)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 700), st.integers(1, 9), st.integers(1, 70), st.integers(1, 3), dtypes,
+       st.integers(0, 2**32 - 1))
+def test_projection_kernels_match_numpy(n_rows, n_inputs, cols, n_threads, dtype, seed):
+    """``project`` (parallel chunks) and ``project_rows`` compute x @ w + b."""
+    rng = np.random.default_rng(seed)
+    x = _rand(rng, (n_rows, n_inputs), dtype)
+    w_t = _rand(rng, (n_inputs, cols), dtype)
+    bias = _rand(rng, (cols,), dtype)
+    expected = x.astype(np.float64) @ w_t + bias
+    for run in (lambda gx: _kernels.project(x, column_panels(w_t), bias, gx, n_threads),
+                lambda gx: _kernels.project_rows(x, column_panels(w_t), bias, gx)):
+        gx = np.full((n_rows + 2, cols), np.nan, dtype)
+        run(gx)
+        np.testing.assert_allclose(gx[:n_rows], expected, rtol=0,
+                                   atol=TOLERANCE[dtype] * 4 * (n_inputs + 1))
+        assert np.isnan(gx[n_rows:]).all()  # rows past x untouched

@@ -17,9 +17,9 @@ from nblstm.packing import PackedSequence
 
 from lstm_helpers import DTYPE_IDS, DTYPES, random_state
 
-# One direction from 64 rows on takes the BLAS path; BIG is the realistic
-# size of the threading acceptance test, MED the cheap one that still runs
-# the parallel kernels (the test machine does ~2 GFLOP/s).
+# BIG is the realistic size of the threading acceptance test (row groups),
+# MED the cheap one that still runs the parallel kernels (the test machine
+# does ~2 GFLOP/s).
 BIG = dict(input_size=64, hidden_size=256, n=64, length=20)
 MED = dict(input_size=32, hidden_size=64, n=64, length=10)
 # Bidirectional layers run one thread per direction (each projecting its own
@@ -28,8 +28,9 @@ PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
 # One direction, small weights, more input rows than one projection chunk:
 # the parallel Numba projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
-# Large weights from 8 rows on: the BLAS path.
-WIDE = dict(input_size=32, hidden_size=512, n=8, length=6)
+# Large recurrent weights (over 1 MiB) at a batch under 8 rows with a
+# projection, which the split-units kernel does not take: the BLAS path.
+WIDE = dict(input_size=32, hidden_size=1024, proj_size=128, n=3, length=6)
 # One direction under 8 rows, H a multiple of the tile width: the split-units
 # kernel, whose threads meet once a step.
 SPLIT = dict(input_size=32, hidden_size=256, n=3, length=12)
@@ -482,7 +483,8 @@ def test_eight_threads_match_sequential(size, packed, rounds):
         m = _model(input_size=CHUNKS["input_size"], hidden_size=CHUNKS["hidden_size"])
         shape = (CHUNKS["length"], CHUNKS["n"], CHUNKS["input_size"])
     elif size == "wide":
-        m = _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"])
+        m = _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"],
+                   proj_size=WIDE["proj_size"])
         shape = (WIDE["length"], WIDE["n"], WIDE["input_size"])
     else:
         m = _model(num_layers=2, bidirectional=True, proj_size=3)

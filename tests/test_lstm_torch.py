@@ -411,8 +411,9 @@ def test_training_dropout_one_matches_torch(dtype):
 
 
 # --------------------------------------------------------------------------- large batches
-# Batches of >= 32 rows go through a different (BLAS + parallel) path than
-# small ones; packed batches can cross that threshold from step to step.
+# Batches of 8 rows and more run in row groups on separate threads (smaller
+# ones serially or with split units); packed batches cross that threshold
+# from step to step.
 
 N_EXAMPLES_LARGE = min(15, settings().max_examples)
 
@@ -547,7 +548,7 @@ def test_many_projection_windows_match_torch(monkeypatch, dtype, batch, bidirect
                                              proj_size):
     """Windows of a few steps (the reverse direction takes them from the end)
     over a ragged batch: every path (serial, row groups, one thread per
-    direction, BLAS) must stitch the windows exactly as one long window."""
+    direction) must stitch the windows exactly as one long window."""
     from nblstm.lstm import _driver
 
     monkeypatch.setattr(_driver, "WINDOW_BYTES", 3 * 4 * 12 * batch * np.dtype(dtype).itemsize)
@@ -580,8 +581,7 @@ def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows):
     hidden = 2 * _kernels.tile_columns(dtype)
     if small_windows:
         monkeypatch.setattr(_driver, "WINDOW_BYTES", 5 * 4 * hidden * batch * np.dtype(dtype).itemsize)
-    assert _driver.plan_unidirectional(batch, 40, hidden, False, hidden * 4 * hidden
-                                       * np.dtype(dtype).itemsize, dtype, 2)[0] == "split_units"
+    assert _driver.plan_unidirectional(batch, 40, hidden, False, False, dtype, 2)[0] == "split_units"
     tm, m = make_lstm_pair(input_size=9, hidden_size=hidden, num_layers=2, dtype=dtype)
     rng = np.random.default_rng(batch)
     lengths = rng.integers(1, 41, batch)
@@ -594,5 +594,35 @@ def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows):
                                                  enforce_sorted=False)
     eout, (eh, ec) = torch_lstm(tm, tp, hx)
     assert_close(out.data, t2n(eout.data), dtype, "output.data")
+    assert_close(h, eh, dtype, "h_n")
+    assert_close(c, ec, dtype, "c_n")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_blas_path_matches_torch(dtype, packed):
+    """A single direction with over 1 MiB of recurrent weights and a
+    projection, at a batch under 8 rows, runs on BLAS (the split-units kernel
+    does not take projections)."""
+    from nblstm.lstm import _driver
+
+    tm, m = make_lstm_pair(input_size=16, hidden_size=1024, proj_size=128, dtype=dtype)
+    assert m._layers[0].w_hh_t is not None
+    assert _driver.plan_unidirectional(3, 6, 1024, True, True, dtype, 2)[0] == "blas"
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 3, 16)).astype(dtype)
+    hx = tuple(rng.standard_normal((1, 3, n)).astype(dtype) for n in (128, 1024))
+    if packed:
+        lengths = np.array([4, 6, 1])
+        inp = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        tinp = torch.nn.utils.rnn.pack_padded_sequence(
+            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
+    else:
+        inp, tinp = x, x
+    out, (h, c) = m(inp, hx)
+    eout, (eh, ec) = torch_lstm(tm, tinp, hx)
+    if packed:
+        out, eout = out.data, t2n(eout.data)
+    assert_close(out, eout, dtype, "output")
     assert_close(h, eh, dtype, "h_n")
     assert_close(c, ec, dtype, "c_n")

@@ -12,10 +12,11 @@ Which kernels run depends only on sizes, never on the layout:
 
 * bidirectional: one thread per direction, each projecting its own input
   and running its steps (:func:`_kernels.run_window_both_directions`);
-* one direction, small batches and weights: Numba projection, then the
-  steps serially or in row groups on separate threads;
-* one direction, from BLAS_MIN_ROWS rows or BLAS_MIN_WEIGHT_BYTES of
-  recurrent weights: BLAS for the projection and each step's product.
+* one direction: Numba projection, then the steps in row groups on separate
+  threads, or with each step's hidden units split over the threads, or
+  serially; BLAS for both products only for small batches with large
+  recurrent weights that the split cannot take (see
+  :func:`plan_unidirectional`).
 
 Mixing Numba and BLAS thread pools within one layer is avoided on purpose:
 OpenBLAS workers keep spinning after a call and take the cores a Numba
@@ -37,15 +38,6 @@ from ._weights import LayerWeights
 
 #: Bytes of projected input (rows x 4H) held per direction and window.
 WINDOW_BYTES = 16 << 20
-#: From this many rows in a step on, a single direction goes to BLAS (B=64,
-#: H=512 and B=256, H=256 measured 1.2-1.5x faster there; B=16..32, H=256
-#: 1.2x faster in the Numba kernels).
-BLAS_MIN_ROWS = 64
-#: Recurrent weights larger than this (about a core's L2 cache) go to BLAS from
-#: ROW_GROUP_MIN_ROWS rows on, where row groups would each stream all the
-#: weights (B=8..32, H=512: BLAS 1.1x faster); below, splitting the hidden
-#: units streams each weight once (B=4, H=2048: 1.9x faster than BLAS).
-BLAS_MIN_WEIGHT_BYTES = 1 << 20
 #: From this many rows on (and below BLAS), one direction's batch is split
 #: into row groups that run on separate threads.
 ROW_GROUP_MIN_ROWS = 8
@@ -118,26 +110,31 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -
 
 
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: bool,
-                        w_hh_bytes: int, dtype, threads: int) -> Tuple[str, int]:
+                        blas_ready: bool, dtype, threads: int) -> Tuple[str, int]:
     """Which step loop a single-direction layer runs, and on how many parts.
 
-    Returns ``(kind, parts)`` with ``kind`` one of ``"blas"`` (BLAS for the
-    projection and each step's product), ``"row_groups"`` (the batch split
-    into ``parts`` groups of rows), ``"split_units"`` (each step's hidden units
-    split into ``parts``) or ``"serial"``.
+    Returns ``(kind, parts)`` with ``kind`` one of
+
+    * ``"row_groups"``: from ROW_GROUP_MIN_ROWS rows, the batch split into
+      ``parts`` groups of rows (measured here against BLAS for both products:
+      B=32..256, H=256..2048 level or up to 1.2x faster);
+    * ``"split_units"``: below that, each step's hidden units split into
+      ``parts`` (needs H a multiple of the tile width and no projection);
+    * ``"blas"``: otherwise, if the layer is ``blas_ready`` (has more than
+      BLAS_MIN_WEIGHT_BYTES of recurrent weights, which a single thread
+      would stream alone: B=1, H=1024 ran 2x faster on BLAS);
+    * ``"serial"``.
     """
-    big_weights = w_hh_bytes > BLAS_MIN_WEIGHT_BYTES
-    if max_batch >= BLAS_MIN_ROWS:
-        return "blas", 1
     if max_batch >= ROW_GROUP_MIN_ROWS:
-        if big_weights:
-            return "blas", 1
-        return "row_groups", min(threads, max_batch // TILE_ROWS)
+        groups = min(threads, max_batch // TILE_ROWS)
+        return ("row_groups", groups) if groups > 1 else ("serial", 1)
     width = _kernels.tile_columns(dtype)
     parts = min(threads, hidden // width)
     if parts > 1 and not has_proj and hidden % width == 0 and n_steps >= SPLIT_UNITS_MIN_STEPS:
         return "split_units", parts
-    return ("blas" if big_weights else "serial"), 1
+    if blas_ready:
+        return "blas", 1
+    return "serial", 1
 
 
 def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
@@ -150,7 +147,7 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     steps = window_steps(max_batch, hidden, out.itemsize)
     gx = np.empty((min(steps, n_steps) * max_batch, 4 * hidden), dtype=out.dtype)
     kind, parts = plan_unidirectional(max_batch, n_steps, hidden, layer.w_hr_panels.shape[1] > 0,
-                                      layer.w_hh_t[0].nbytes, out.dtype, get_num_threads())
+                                      layer.w_hh_t is not None, out.dtype, get_num_threads())
     use_blas = kind == "blas"
     gates = np.empty((max_batch, 4 * hidden), dtype=out.dtype) if use_blas else None
     h_steps = np.empty((2,) + h.shape[1:], dtype=h.dtype) if kind == "split_units" else None
@@ -169,7 +166,8 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                                 layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
                 continue
             if r1 - r0 > _kernels.PROJECTION_CHUNK_ROWS:
-                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
+                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx,
+                                 get_num_threads())
             else:
                 _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
             if kind == "split_units":

@@ -190,7 +190,13 @@ def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
     prefer_vector_width()
     r = 0
     if tall:
-        while r + TALL_TILE_ROWS <= n_rows:
+        # As many tall tiles as leave a multiple of TILE_ROWS (32 rows: 4 x 6
+        # + 2 x 4, not 5 x 6 + 2 single rows), when the row count allows.
+        n_tall = n_rows // TALL_TILE_ROWS
+        if n_tall > 0 and (n_rows - n_tall * TALL_TILE_ROWS) % TILE_ROWS != 0 \
+                and (n_rows - (n_tall - 1) * TALL_TILE_ROWS) % TILE_ROWS == 0:
+            n_tall -= 1
+        for _ in range(n_tall):
             _tile_6_rows(a, panel, out, r, j0, n_valid)
             r += TALL_TILE_ROWS
     while r + TILE_ROWS <= n_rows:
@@ -241,16 +247,21 @@ def project_rows(x, w_ih_panels, bias, gx):
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def project(x, w_ih_panels, bias, gx):
-    """As :func:`project_rows`, in chunks of :data:`PROJECTION_CHUNK_ROWS`
-    rows spread over the threads (the same pool as the recurrence, so no
-    other pool's threads are left spinning on the cores it needs)."""
+def project(x, w_ih_panels, bias, gx, n_threads):
+    """As :func:`project_rows`, in chunks of at most
+    :data:`PROJECTION_CHUNK_ROWS` rows spread over the threads (the same pool
+    as the recurrence, so no other pool's threads are left spinning on the
+    cores it needs). The chunk count is a multiple of ``n_threads`` and the
+    chunks are equal (whole tall tiles), so every thread gets the same work."""
     prefer_vector_width()
     n_rows = x.shape[0]
     n_chunks = (n_rows + PROJECTION_CHUNK_ROWS - 1) // PROJECTION_CHUNK_ROWS
+    n_chunks = (n_chunks + n_threads - 1) // n_threads * n_threads
+    size = (n_rows + n_chunks - 1) // n_chunks
+    size = (size + TALL_TILE_ROWS - 1) // TALL_TILE_ROWS * TALL_TILE_ROWS
     for q in prange(n_chunks):
-        lo = q * PROJECTION_CHUNK_ROWS
-        hi = min(n_rows, lo + PROJECTION_CHUNK_ROWS)
+        lo = min(n_rows, q * size)
+        hi = min(n_rows, lo + size)
         project_rows(x[lo:hi], w_ih_panels, bias, gx[lo:hi])
 
 

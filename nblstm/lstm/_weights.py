@@ -30,8 +30,9 @@ class LayerWeights(NamedTuple):
     w_hr_panels : (D, ceil(P / width), H, width), or
         (D, 0, 0, width) without projection -- ``w_hr_t``
     w_ih_t : (1, I, 4H), w_hh_t : (1, P, 4H), w_hr_t : (1, H, P) or (1, 0, 0)
-        -- row-major copies for the BLAS path, which only a single direction
-        takes; ``None`` for bidirectional layers
+        -- row-major copies for the BLAS path, kept only where it can run (a
+        single direction with more than :data:`BLAS_MIN_WEIGHT_BYTES` of
+        recurrent weights); ``None`` elsewhere
     """
 
     w_ih_panels: np.ndarray
@@ -41,6 +42,12 @@ class LayerWeights(NamedTuple):
     w_ih_t: Optional[np.ndarray]
     w_hh_t: Optional[np.ndarray]
     w_hr_t: Optional[np.ndarray]
+
+
+#: A single-direction layer whose recurrent weights exceed this (about a
+#: core's L2 cache) may run its small batches on BLAS (see
+#: ``_driver.plan_unidirectional``), so its layout keeps row-major copies.
+BLAS_MIN_WEIGHT_BYTES = 1 << 20
 
 
 def column_panels(w_t: np.ndarray, width: Optional[int] = None) -> np.ndarray:
@@ -144,7 +151,8 @@ def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirection
             w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
         w_ih_t, bias, w_hh_t, w_hr_t = (np.ascontiguousarray(a, dtype=dtype)
                                         for a in (w_ih_t, bias, w_hh_t, w_hr_t))
-        row_major = (None, None, None) if bidirectional else (w_ih_t, w_hh_t, w_hr_t)
+        blas_ready = not bidirectional and w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES
+        row_major = (w_ih_t, w_hh_t, w_hr_t) if blas_ready else (None, None, None)
         layers.append(LayerWeights(column_panels(w_ih_t), bias, column_panels(w_hh_t),
                                    column_panels(w_hr_t), *row_major))
     return layers
