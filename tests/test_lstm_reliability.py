@@ -33,7 +33,7 @@ CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
 WIDE = dict(input_size=32, hidden_size=1024, proj_size=128, n=3, length=6)
 # One direction under 8 rows, H a multiple of the tile width: the split-units
 # kernel, whose threads meet once a step.
-SPLIT = dict(input_size=32, hidden_size=256, n=3, length=12)
+SPLIT = dict(input_size=32, hidden_size=256, n=3, length=40)
 
 
 def _model(dtype=np.float32, **kw):
@@ -93,7 +93,7 @@ def test_huge_inputs_finite_and_bounded_no_warnings(dtype, kw, packed):
     """Inputs of +-1e30 give finite outputs in [-1, 1] and no warnings."""
     m = _model(dtype, **{"input_size": 6, "hidden_size": 8, **kw})
     rng = np.random.default_rng(1)
-    length = 9
+    length = 33  # the split-units kernel runs from 32 steps on
     x = (rng.choice([-1.0, 1.0], size=(length, 4, 6)) * 1e30).astype(dtype)
     x[:, 1, ::2] = rng.standard_normal((length, 3))  # mixed with ordinary values
     inp = x
@@ -144,7 +144,7 @@ def test_huge_inputs_cell(dtype):
 def test_nan_stays_in_its_sequence(dtype, kw, layout):
     big = layout == "big"
     n, length, hin, hid = (MED["n"], MED["length"], MED["input_size"], MED["hidden_size"]) if big \
-        else (5, 12, 6, 128) if layout == "split" else (5, 6, 6, 8)
+        else (5, 40, 6, 128) if layout == "split" else (5, 6, 6, 8)
     m = _model(dtype, input_size=hin, hidden_size=hid, **kw)
     x = _x((length, n, hin), dtype, seed=3)
     hx = random_state(m, n, dtype, np.random.default_rng(4))
@@ -660,3 +660,21 @@ def test_threads_mixed_models_fresh_process():
     r = _run_code(code)
     assert r.returncode == 0, f"rc={r.returncode}\nstdout={r.stdout}\nstderr={r.stderr[-3000:]}"
     assert "MIX-OK" in r.stdout
+
+
+def test_reliability_sizes_take_the_paths_they_name():
+    """The configurations above exercise the step loops their comments name."""
+    from nblstm.lstm._driver import plan_unidirectional
+
+    def plan(cfg, proj=0, blas_ready=False):
+        return plan_unidirectional(cfg["n"], cfg["length"], cfg["hidden_size"], proj > 0,
+                                   blas_ready, np.float32, 2)[0]
+
+    assert plan(BIG) == "row_groups"
+    assert plan(CHUNKS) == "row_groups"
+    assert plan(SPLIT) == "split_units"
+    assert plan(WIDE, WIDE["proj_size"], blas_ready=True) == "blas"
+    assert _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"],
+                  proj_size=WIDE["proj_size"])._layers[0].w_hh_t is not None
+    assert plan(dict(n=4, length=40, hidden_size=128)) == "split_units"  # NaN test, "split"
+    assert plan(dict(n=4, length=33, hidden_size=128)) == "split_units"  # huge inputs

@@ -43,8 +43,9 @@ WINDOW_BYTES = 16 << 20
 ROW_GROUP_MIN_ROWS = 8
 #: Below ROW_GROUP_MIN_ROWS, a step's hidden units are split over the
 #: threads (which then meet once a step) for sequences of at least this many
-#: steps; shorter ones do not repay the parallel region.
-SPLIT_UNITS_MIN_STEPS = 8
+#: steps: a step saves about 2 us (B=1, H=128), waking the threads costs
+#: tens of microseconds.
+SPLIT_UNITS_MIN_STEPS = 32
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:

@@ -188,7 +188,7 @@ def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
     for one column panel: tiles of TILE_ROWS rows (with ``tall``,
     TALL_TILE_ROWS first), then single rows."""
     prefer_vector_width()
-    r = 0
+    r = np.int64(0)
     if tall:
         # As many tall tiles as leave a multiple of TILE_ROWS (32 rows: 4 x 6
         # + 2 x 4, not 5 x 6 + 2 single rows), when the row count allows.
@@ -208,7 +208,7 @@ def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
 
 
 @njit(**JIT_OPTIONS)
-def matmul_accumulate(a, b_panels, out, n_rows, tall=False):
+def matmul_accumulate(a, b_panels, out, n_rows, tall):
     """``out[:n_rows] += a[:n_rows] @ b`` without BLAS, with ``b`` (K, N)
     given as column panels (see ``_weights.column_panels``): ``b_panels``
     (ceil(N / width), K, width), zero-padded, ``width`` the dtype's
@@ -223,6 +223,10 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall=False):
     runs over ``a``'s columns, so each loaded panel row feeds one FMA per
     tile row. Rows left over go one at a time. Only the ``N`` real columns of
     ``out`` are read and written.
+
+    Callers pass ``tall`` (and row indices) as computed values, never
+    literals: Numba compiles a separate copy of the tile code for every
+    literal, which multiplies compile time.
     """
     prefer_vector_width()
     n_cols = out.shape[1]
@@ -243,7 +247,7 @@ def project_rows(x, w_ih_panels, bias, gx):
             gx[r, j] = bias[j]
     for lo in range(0, n_rows, PROJECTION_CHUNK_ROWS):
         hi = min(n_rows, lo + PROJECTION_CHUNK_ROWS)
-        matmul_accumulate(x[lo:hi], w_ih_panels, gx[lo:hi], hi - lo, True)
+        matmul_accumulate(x[lo:hi], w_ih_panels, gx[lo:hi], hi - lo, hi - lo >= TALL_TILE_ROWS)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -308,11 +312,11 @@ def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_ro
     prefer_vector_width()
     matmul_accumulate(h, w_hh_panels, gates, n_rows, n_rows >= TALL_MIN_ROWS)
     for r in range(n_rows):
-        cell_update_row(gates, c, h_full, r, 0, c.shape[1])
+        cell_update_row(gates, c, h_full, r, np.int64(0), c.shape[1])
     if w_hr_panels.shape[0] > 0:
         h[:n_rows] = 0.0
-        matmul_accumulate(h_full, w_hr_panels, h, n_rows)
-    copy_rows_to_output(h, out, out_row, out_col, 0, n_rows)
+        matmul_accumulate(h_full, w_hr_panels, h, n_rows, n_rows >= TALL_MIN_ROWS)
+    copy_rows_to_output(h, out, out_row, out_col, np.int64(0), n_rows)
 
 
 @njit(**JIT_OPTIONS)
@@ -407,7 +411,8 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                     for b in range(b0, b1):
                         p = g * blocks + b
                         panel_accumulate(h_prev, w_hh_panels[p], gates, n_rows,
-                                         np.uint64(p * width), np.uint64(width), False)
+                                         np.uint64(p * width), np.uint64(width),
+                                         n_rows >= TALL_MIN_ROWS)
                 u0 = b0 * width
                 u1 = b1 * width
                 for r in range(n_rows):
@@ -439,7 +444,7 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, 
     for r in range(n_rows):
         for j in range(n_cols):
             gates[r, j] += gx[gx_lo + r, j]
-        cell_update_row(gates, c, h_full, r, 0, hidden)
+        cell_update_row(gates, c, h_full, r, np.int64(0), hidden)
         if emit:
             copy_rows_to_output(h_full, out, out_row, out_col, r, r + 1)
 
