@@ -1,9 +1,11 @@
 """How many threads nblstm uses, and keeping Numba and BLAS from fighting.
 
-nblstm runs two kinds of parallel work, never at the same moment: Numba
-kernels (``prange``) and BLAS matrix products (NumPy's and SciPy's
-OpenBLAS). Kernels never call BLAS from inside a ``prange`` loop, so the two
-thread pools take turns instead of oversubscribing the cores.
+nblstm's kernels run on Numba's thread pool (``prange``), the input
+projection included. Only one case uses BLAS (NumPy's OpenBLAS) instead: a
+single direction with over 1 MiB of recurrent weights at a batch under 8 rows
+that the split-units kernel cannot take; such a layer then runs all its
+products on BLAS. So within a layer one pool runs at a time, and no BLAS
+worker is left spinning on the cores a Numba kernel needs next.
 """
 
 from __future__ import annotations

@@ -87,6 +87,14 @@ def test_matmul_accumulate(n_rows, inner, cols, dtype, tall, seed):
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
 
+def _ragged_steps(lengths):
+    """Sorted lengths, their batch sizes and offset table, steps and rows."""
+    lengths = np.sort(np.array(lengths))[::-1]
+    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
+    offsets = step_offsets(batch_sizes)
+    return lengths, batch_sizes, offsets, len(batch_sizes), int(offsets[-1])
+
+
 def _step_case(rng, batch, hidden, proj, dtype):
     out_width = proj or hidden
     h = _rand(rng, (batch, out_width), dtype)
@@ -129,11 +137,8 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
     and BLAS (forward only) step loops all equal the NumPy twin."""
     proj = proj if proj < hidden else 0
     rng = np.random.default_rng(seed)
-    lengths = np.sort(np.array(lengths))[::-1]
+    lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
     batch = len(lengths)
-    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
-    offsets = step_offsets(batch_sizes)
-    n_steps, rows = len(batch_sizes), int(offsets[-1])
     out_width = proj or hidden
     n_inputs = int(rng.integers(1, 6))
     x = _rand(rng, (rows, n_inputs), dtype)
@@ -194,11 +199,8 @@ def test_split_units_matches_serial_twin(lengths, blocks, dtype, threads, seed):
 
     hidden = blocks * tile_columns(dtype)
     rng = np.random.default_rng(seed)
-    lengths = np.sort(np.array(lengths))[::-1]
+    lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
     batch = len(lengths)
-    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
-    offsets = step_offsets(batch_sizes)
-    n_steps, rows = len(batch_sizes), int(offsets[-1])
     gx = _rand(rng, (rows, 4 * hidden), dtype)
     h, c, w_hh_t, _ = _step_case(rng, batch, hidden, 0, dtype)
     hh, cc, out = h.copy(), c.copy(), np.zeros((rows, hidden), dtype)

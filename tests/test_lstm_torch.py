@@ -541,6 +541,18 @@ def test_realistic_size_packed_matches_torch(dtype):
     assert_close(c, ec, dtype, "c_n")
 
 
+def _assert_ragged_matches_torch(tm, m, x, lengths, hx, dtype):
+    """nblstm on ``pack_padded_sequence(x, lengths)`` equals torch on torch's."""
+    packed = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    out, (h, c) = m(packed, hx)
+    tp = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                 enforce_sorted=False)
+    eout, (eh, ec) = torch_lstm(tm, tp, hx)
+    assert_close(out.data, t2n(eout.data), dtype, "output.data")
+    assert_close(h, eh, dtype, "h_n")
+    assert_close(c, ec, dtype, "c_n")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("batch", [3, 9, 20])
 @pytest.mark.parametrize("bidirectional,proj_size", [(False, 0), (True, 0), (True, 5)])
@@ -558,15 +570,8 @@ def test_many_projection_windows_match_torch(monkeypatch, dtype, batch, bidirect
     rng = np.random.default_rng(batch)
     lengths = rng.integers(1, 23, batch)
     x = rng.standard_normal((int(lengths.max()), batch, 7)).astype(dtype)
-    packed = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
     assert _driver.window_steps(batch, 12, np.dtype(dtype).itemsize) == 3
-    out, (h, c) = m(packed)
-    tp = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
-                                                 enforce_sorted=False)
-    eout, (eh, ec) = torch_lstm(tm, tp, None)
-    assert_close(out.data, t2n(eout.data), dtype, "output.data")
-    assert_close(h, eh, dtype, "h_n")
-    assert_close(c, ec, dtype, "c_n")
+    _assert_ragged_matches_torch(tm, m, x, lengths, None, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -588,14 +593,7 @@ def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows):
     lengths[0] = 40
     x = rng.standard_normal((40, batch, 9)).astype(dtype)
     hx = tuple(rng.standard_normal((2, batch, hidden)).astype(dtype) for _ in range(2))
-    packed = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
-    out, (h, c) = m(packed, hx)
-    tp = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
-                                                 enforce_sorted=False)
-    eout, (eh, ec) = torch_lstm(tm, tp, hx)
-    assert_close(out.data, t2n(eout.data), dtype, "output.data")
-    assert_close(h, eh, dtype, "h_n")
-    assert_close(c, ec, dtype, "c_n")
+    _assert_ragged_matches_torch(tm, m, x, lengths, hx, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -613,16 +611,10 @@ def test_blas_path_matches_torch(dtype, packed):
     x = rng.standard_normal((6, 3, 16)).astype(dtype)
     hx = tuple(rng.standard_normal((1, 3, n)).astype(dtype) for n in (128, 1024))
     if packed:
-        lengths = np.array([4, 6, 1])
-        inp = nblstm.packing.pack_padded_sequence(x, lengths, enforce_sorted=False)
-        tinp = torch.nn.utils.rnn.pack_padded_sequence(
-            torch.from_numpy(x), torch.from_numpy(lengths), enforce_sorted=False)
-    else:
-        inp, tinp = x, x
-    out, (h, c) = m(inp, hx)
-    eout, (eh, ec) = torch_lstm(tm, tinp, hx)
-    if packed:
-        out, eout = out.data, t2n(eout.data)
+        _assert_ragged_matches_torch(tm, m, x, np.array([4, 6, 1]), hx, dtype)
+        return
+    out, (h, c) = m(x, hx)
+    eout, (eh, ec) = torch_lstm(tm, x, hx)
     assert_close(out, eout, dtype, "output")
     assert_close(h, eh, dtype, "h_n")
     assert_close(c, ec, dtype, "c_n")
