@@ -95,22 +95,25 @@ def _tile_buffer(typingctx, dtype):
 
 
 @njit(**JIT_OPTIONS)
-def _tile_4_rows(a, panel, out, r, j0, n_valid):
+def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
+    """Rows ``r0..r3``; a row may repeat (a tile of 2 or 3 distinct rows):
+    its copies compute the same sums in the same order, so they store the
+    same values, and the panel is still streamed once for all of them."""
     prefer_vector_width()
     width = _tile_width(out)
     tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
     for jj in range(n_valid):
-        tile[jj] = out[r, j0 + jj]
-        tile[width + jj] = out[r + 1, j0 + jj]
-        tile[2 * width + jj] = out[r + 2, j0 + jj]
-        tile[3 * width + jj] = out[r + 3, j0 + jj]
+        tile[jj] = out[r0, j0 + jj]
+        tile[width + jj] = out[r1, j0 + jj]
+        tile[2 * width + jj] = out[r2, j0 + jj]
+        tile[3 * width + jj] = out[r3, j0 + jj]
     for jj in range(n_valid, width):
         tile[jj] = tile[width + jj] = tile[2 * width + jj] = tile[3 * width + jj] = 0.0
     for k in range(a.shape[1]):
-        a0 = a[r, k]
-        a1 = a[r + 1, k]
-        a2 = a[r + 2, k]
-        a3 = a[r + 3, k]
+        a0 = a[r0, k]
+        a1 = a[r1, k]
+        a2 = a[r2, k]
+        a3 = a[r3, k]
         for jj in range(width):
             bkj = panel[k, np.uint64(jj)]
             tile[jj] += a0 * bkj
@@ -118,10 +121,10 @@ def _tile_4_rows(a, panel, out, r, j0, n_valid):
             tile[2 * width + jj] += a2 * bkj
             tile[3 * width + jj] += a3 * bkj
     for jj in range(n_valid):
-        out[r, j0 + jj] = tile[jj]
-        out[r + 1, j0 + jj] = tile[width + jj]
-        out[r + 2, j0 + jj] = tile[2 * width + jj]
-        out[r + 3, j0 + jj] = tile[3 * width + jj]
+        out[r0, j0 + jj] = tile[jj]
+        out[r1, j0 + jj] = tile[width + jj]
+        out[r2, j0 + jj] = tile[2 * width + jj]
+        out[r3, j0 + jj] = tile[3 * width + jj]
 
 
 @njit(**JIT_OPTIONS)
@@ -186,7 +189,9 @@ def _tile_1_row(a, panel, out, r, j0, n_valid):
 def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
     """``out[:n_rows, j0:j0 + n_valid] += a[:n_rows] @ panel[:, :n_valid]``
     for one column panel: tiles of TILE_ROWS rows (with ``tall``,
-    TALL_TILE_ROWS first), then single rows."""
+    TALL_TILE_ROWS first); 2 or 3 rows left share one 4-row tile (one pass
+    over the panel instead of one per row: 1.8-2.7x the useful FMAs per
+    loaded weight), a last single row takes the 1-row loop."""
     prefer_vector_width()
     r = np.int64(0)
     if tall:
@@ -200,11 +205,13 @@ def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
             _tile_6_rows(a, panel, out, r, j0, n_valid)
             r += TALL_TILE_ROWS
     while r + TILE_ROWS <= n_rows:
-        _tile_4_rows(a, panel, out, r, j0, n_valid)
+        _tile_4_rows(a, panel, out, r, r + 1, r + 2, r + 3, j0, n_valid)
         r += TILE_ROWS
-    while r < n_rows:
+    if n_rows - r >= 2:
+        last = n_rows - 1
+        _tile_4_rows(a, panel, out, r, r + 1, min(r + 2, last), last, j0, n_valid)
+    elif r < n_rows:
         _tile_1_row(a, panel, out, r, j0, n_valid)
-        r += 1
 
 
 @njit(**JIT_OPTIONS)
