@@ -69,9 +69,10 @@ def _window_input(x: np.ndarray, t0: int, t1: int, r0: int, r1: int) -> np.ndarr
 
 def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c, w_hh_t,
                     w_hr_t, h_full, gates, out) -> None:
-    """As :func:`_kernels.run_steps` (forward direction), for large batches
-    or weights: each step's recurrent product (and projection) is one NumPy
-    BLAS call (threaded by BLAS), the fused gates a serial kernel. A step
+    """As :func:`_kernels.run_steps` (forward direction), for small batches
+    with large recurrent weights: each step's recurrent product (and
+    projection) is one NumPy BLAS call, threaded by BLAS, so every core
+    streams part of the weights; the fused gates are a serial kernel. A step
     costs far more than the Python loop."""
     has_proj = w_hr_t.shape[0] > 0
     width = h.shape[1]
