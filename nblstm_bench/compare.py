@@ -678,7 +678,7 @@ def main(argv=None) -> int:
                     + ("slower inside the rounds: threads left spinning by the previous side, or other load"
                        if t.pair_ms > t.alone_ms else "drift or other load") + ")"
                 )
-    footer.append(f"- per-impl ms alone (after a 0.5 s pause) / inside the rounds: " + "; ".join(
+    footer.append("- per-impl ms alone (after a 0.5 s pause) / inside the rounds: " + "; ".join(
         f"{res.case.name}: " + ", ".join(f"{i} {_fmt_ms(t.alone_ms)}/{_fmt_ms(t.pair_ms)}" for i, t in res.timings.items())
         for res in results))
     footer.append(f"- wall time of the run: {time.time() - t_start:.0f} s; 1-min load average at start "
