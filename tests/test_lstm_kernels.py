@@ -238,3 +238,27 @@ def test_projection_kernels_match_numpy(n_rows, n_inputs, cols, n_threads, dtype
         np.testing.assert_allclose(gx[:n_rows], expected, rtol=0,
                                    atol=TOLERANCE[dtype] * 4 * (n_inputs + 1))
         assert np.isnan(gx[n_rows:]).all()  # rows past x untouched
+
+
+def test_kernels_get_the_preferred_vector_width():
+    """``prefer_vector_width`` reaches LLVM: with AVX-512 a vectorised loop
+    uses 512-bit (zmm) registers, which LLVM's tuning for recent Intel cores
+    would otherwise avoid. Guards against an llvmlite that drops the
+    attribute (kernels would silently fall back to 256-bit)."""
+    from numba import njit
+
+    from nblstm._codegen import prefer_vector_width
+    from nblstm._config import FASTMATH_FLAGS, PREFERRED_VECTOR_BITS
+
+    if PREFERRED_VECTOR_BITS != 512:
+        pytest.skip("the target has no AVX-512")
+
+    @njit(fastmath=FASTMATH_FLAGS, error_model="numpy")
+    def axpy(a, x, y):
+        prefer_vector_width()
+        for i in range(x.shape[0]):
+            y[i] += a * x[i]
+
+    x = np.ones(1024, np.float32)
+    axpy(np.float32(2), x, x.copy())
+    assert "zmm" in axpy.inspect_asm(axpy.signatures[0])
