@@ -81,7 +81,7 @@ def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h,
         row = int(step_offsets[t])
         np.matmul(h[:n_rows], w_hh_t, out=gates[:n_rows])
         _kernels.gates_from_product(gates, gx, row - gx_row0, n_rows, c, h_full, not has_proj,
-                                    out, row, 0)
+                                    out, row)
         if has_proj:
             np.matmul(h_full[:n_rows], w_hr_t, out=h[:n_rows])
             out[row:row + n_rows, :width] = h[:n_rows]
@@ -148,8 +148,9 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     hidden = c.shape[2]
     steps = window_steps(max_batch, hidden, out.itemsize)
     gx = np.empty((min(steps, n_steps) * max_batch, 4 * hidden), dtype=out.dtype)
+    threads = get_num_threads()
     kind, parts = plan_unidirectional(max_batch, n_steps, hidden, layer.w_hr_panels.shape[1] > 0,
-                                      layer.w_hh_t is not None, out.dtype, get_num_threads())
+                                      layer.w_hh_t is not None, out.dtype, threads)
     use_blas = kind == "blas"
     gates = np.empty((max_batch, 4 * hidden), dtype=out.dtype) if use_blas else None
     h_steps = np.empty((2,) + h.shape[1:], dtype=h.dtype) if kind == "split_units" else None
@@ -168,8 +169,7 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                                 layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
                 continue
             if r1 - r0 > _kernels.PROJECTION_CHUNK_ROWS:
-                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx,
-                                 get_num_threads())
+                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, threads)
             else:
                 _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
             if kind == "split_units":
@@ -179,10 +179,9 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                                                c[0], layer.w_hh_panels[0], h_steps, claims,
                                                done, out, parts)
             elif kind == "row_groups":
-                _kernels.run_steps_row_groups(gx, r0, t0, t1, False, batch_sizes, step_offsets,
-                                              h[0], c[0], layer.w_hh_panels[0],
-                                              layer.w_hr_panels[0], h_full[0], out, 0,
-                                              parts)
+                _kernels.run_steps_row_groups(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
+                                              c[0], layer.w_hh_panels[0], layer.w_hr_panels[0],
+                                              h_full[0], out, parts)
             else:
                 _kernels.run_steps(gx, r0, t0, t1, False, batch_sizes, step_offsets, h[0], c[0],
                                    layer.w_hh_panels[0], layer.w_hr_panels[0], h_full[0], out,

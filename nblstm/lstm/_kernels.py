@@ -27,6 +27,7 @@ from llvmlite import ir
 from numba import carray, njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
 
 from .._codegen import atomic_add, atomic_load, prefer_vector_width, spin_pause
 from .._config import INLINE_JIT_OPTIONS, JIT_OPTIONS, PARALLEL_JIT_OPTIONS, PREFERRED_VECTOR_BITS
@@ -51,8 +52,9 @@ def _tile_width(a):
 
 @overload(_tile_width, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _tile_width_overload(a):
-    width = TILE_ROW_BYTES // (a.dtype.bitwidth // 8)
+    width = tile_columns(as_dtype(a.dtype))
     return lambda a: width
+
 
 #: Rows of ``out`` one register tile covers (4 x 4 vector accumulators).
 TILE_ROWS = 4
@@ -79,8 +81,7 @@ def _tile_buffer(typingctx, dtype):
     element = dtype.dtype
 
     def codegen(context, builder, signature, args):
-        columns = TILE_ROW_BYTES // (element.bitwidth // 8)
-        size = ir.Constant(ir.IntType(64), TALL_TILE_ROWS * columns)
+        size = ir.Constant(ir.IntType(64), TALL_TILE_ROWS * tile_columns(as_dtype(element)))
         return cgutils.alloca_once(builder, context.get_value_type(element), size=size)
 
     return types.CPointer(element)(dtype), codegen
@@ -228,8 +229,8 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall):
     Register tiling: a tile of TILE_ROWS (with ``tall``, TALL_TILE_ROWS) rows
     x ``width`` columns of ``out`` stays in registers while the reduction
     runs over ``a``'s columns, so each loaded panel row feeds one FMA per
-    tile row. Rows left over go one at a time. Only the ``N`` real columns of
-    ``out`` are read and written.
+    tile row (see :func:`panel_accumulate` for the rows left over). Only the
+    ``N`` real columns of ``out`` are read and written.
 
     Callers pass ``tall`` (and row indices) as computed values, never
     literals: Numba compiles a separate copy of the tile code for every
@@ -435,11 +436,11 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
 
 
 @njit(**JIT_OPTIONS)
-def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, out_col):
+def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row):
     """The rest of a step whose recurrent product ``gates[:n_rows] = h @ w_hh_t``
     was computed by BLAS: add the projected input and update the cell.
     With ``emit`` (no projection: ``h_full`` is ``h``) also write the output
-    rows.
+    rows (a single direction: columns from 0).
 
     Serial on purpose: it is a few percent of the step, and BLAS worker
     threads keep spinning between calls, so a parallel region here would
@@ -453,14 +454,15 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, 
             gates[r, j] += gx[gx_lo + r, j]
         cell_update_row(gates, c, h_full, r, np.int64(0), hidden)
         if emit:
-            copy_rows_to_output(h_full, out, out_row, out_col, r, r + 1)
+            copy_rows_to_output(h_full, out, out_row, np.int64(0), r, r + 1)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
-                         h, c, w_hh_panels, w_hr_panels, h_full, out, out_col, n_groups):
-    """As :func:`run_steps`, with the batch split into ``n_groups`` row groups
-    that run in parallel, each through all the window's steps.
+def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets,
+                         h, c, w_hh_panels, w_hr_panels, h_full, out, n_groups):
+    """As :func:`run_steps` for a single (forward) direction, with the batch
+    split into ``n_groups`` row groups that run in parallel, each through all
+    the window's steps.
 
     Sequences never interact, so the groups need no synchronisation: one
     parallel region per window instead of one per step. Groups are whole
@@ -477,10 +479,10 @@ def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, st
         lo = q * size
         hi = min(batch, lo + size)
         for s in range(step_hi - step_lo):
-            t = step_hi - 1 - s if reverse else step_lo + s
+            t = step_lo + s
             n_rows = min(batch_sizes[t], hi) - lo
             if n_rows > 0:
                 row = step_offsets[t] + lo
                 g0 = row - gx_row0
                 lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_panels, w_hr_panels,
-                          h_full[lo:hi], out, row, out_col)
+                          h_full[lo:hi], out, row, 0)
