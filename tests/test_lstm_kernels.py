@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import naive_lstm as naive
+from nblstm._memory import CACHE_LINE_BYTES, aligned_copy, aligned_empty, aligned_zeros
 from nblstm.lstm import _kernels
 from nblstm.lstm._driver import _run_steps_blas
 from nblstm.lstm._activations import sigmoid, tanh
@@ -57,6 +58,25 @@ def test_activations_propagate_nan(activations, dtype):
     assert np.isnan(out_tanh[0]) and np.isnan(out_sigmoid[0])
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 9), max_size=3), st.sampled_from([np.float32, np.float64, np.int64]))
+def test_aligned_arrays(shape, dtype):
+    for array in (aligned_empty(shape, dtype), aligned_zeros(shape, dtype)):
+        assert array.shape == tuple(shape) and array.dtype == dtype
+        assert array.flags.c_contiguous and array.flags.writeable
+        assert array.size == 0 or array.ctypes.data % CACHE_LINE_BYTES == 0
+    assert not aligned_zeros(shape, dtype).any()
+    source = np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    copy = aligned_copy(source)
+    np.testing.assert_array_equal(copy, source)
+    assert copy.size == 0 or copy.ctypes.data % CACHE_LINE_BYTES == 0
+    assert not np.shares_memory(copy, source)
+
+
+def test_aligned_empty_takes_an_int_shape():
+    assert aligned_empty(np.int64(5), np.float32).shape == (5,)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 3 * 64 + 1), dtypes)
 def test_column_panels_hold_the_matrix(lead, inner, cols, dtype):
@@ -65,6 +85,7 @@ def test_column_panels_hold_the_matrix(lead, inner, cols, dtype):
     width = tile_columns(dtype)
     assert panels.shape == (lead, -(-cols // width), inner, width)
     assert panels.flags.c_contiguous
+    assert panels.ctypes.data % CACHE_LINE_BYTES == 0
     for d in range(lead):
         np.testing.assert_array_equal(naive.from_panels(panels[d], cols), w_t[d])
     assert panels.sum() == w_t.sum()  # the padding is zeros

@@ -30,6 +30,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from .._memory import aligned_copy, aligned_empty, aligned_zeros
 from .._threads import get_num_threads, parallel_section
 from ..packing import step_offsets as offset_table
 from . import _kernels
@@ -98,7 +99,7 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -
     n_steps = batch_sizes.shape[0]
     max_batch = int(batch_sizes[0])
     steps = window_steps(max_batch, c.shape[2], out.itemsize)
-    gx = np.empty((2, min(steps, n_steps) * max_batch, 4 * c.shape[2]), dtype=out.dtype)
+    gx = aligned_empty((2, min(steps, n_steps) * max_batch, 4 * c.shape[2]), out.dtype)
     with parallel_section():
         for t0, t1 in _windows(n_steps, steps):
             spans = [(t0, t1), (n_steps - t1, n_steps - t0)]
@@ -147,13 +148,13 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     max_batch = int(batch_sizes[0])
     hidden = c.shape[2]
     steps = window_steps(max_batch, hidden, out.itemsize)
-    gx = np.empty((min(steps, n_steps) * max_batch, 4 * hidden), dtype=out.dtype)
+    gx = aligned_empty((min(steps, n_steps) * max_batch, 4 * hidden), out.dtype)
     threads = get_num_threads()
     kind, parts = plan_unidirectional(max_batch, n_steps, hidden, layer.w_hr_panels.shape[1] > 0,
                                       layer.w_hh_t is not None, out.dtype, threads)
     use_blas = kind == "blas"
-    gates = np.empty((max_batch, 4 * hidden), dtype=out.dtype) if use_blas else None
-    h_steps = np.empty((2,) + h.shape[1:], dtype=h.dtype) if kind == "split_units" else None
+    gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
+    h_steps = aligned_empty((2,) + h.shape[1:], h.dtype) if kind == "split_units" else None
     # Numba's thread count is only set (a few microseconds) when a parallel
     # kernel will run: small serial forwards are dominated by such costs.
     parallel = not use_blas and (parts > 1
@@ -173,8 +174,8 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
             else:
                 _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
             if kind == "split_units":
-                claims = np.zeros((t1 - t0) * parts * 8, dtype=np.int64)
-                done = np.zeros((t1 - t0) * 8, dtype=np.int64)
+                claims = aligned_zeros((t1 - t0) * parts * 8, np.int64)
+                done = aligned_zeros((t1 - t0) * 8, np.int64)
                 _kernels.run_steps_split_units(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
                                                c[0], layer.w_hh_panels[0], h_steps, claims,
                                                done, out, parts)
@@ -193,7 +194,7 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                out: np.ndarray) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
     has_proj = layer.w_hr_panels.shape[1] > 0
-    h_full = np.empty(c.shape, dtype=c.dtype) if has_proj else h
+    h_full = aligned_empty(c.shape, c.dtype) if has_proj else h
     run = _run_bidirectional if h.shape[0] == 2 else _run_unidirectional
     run(x, layer, batch_sizes, step_offsets, h, c, h_full, out)
 
@@ -221,8 +222,8 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
     h_n, c_n : final states in packed batch order (fresh arrays)
     """
     offsets = offset_table(batch_sizes)
-    h_n = h0.copy()
-    c_n = c0.copy()
+    h_n = aligned_copy(h0)
+    c_n = aligned_copy(c0)
     total_rows = int(offsets[-1])
     n_dirs = layers[0].bias.shape[0]
     out_width = n_dirs * h0.shape[2]

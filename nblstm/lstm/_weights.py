@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from .._memory import aligned_copy, aligned_zeros
 from ._kernels import tile_columns
 from ._validation import to_numpy
 
@@ -57,15 +58,17 @@ def column_panels(w_t: np.ndarray, width: Optional[int] = None) -> np.ndarray:
 
     Panel ``p`` holds columns ``[p * width, (p + 1) * width)``; a matrix
     product that walks one panel down its K rows then reads memory at unit
-    stride.
+    stride. The result is cache-line aligned, so every panel row is too.
     """
     *lead, n_inner, n_cols = w_t.shape
     width = width or tile_columns(w_t.dtype)
     n_panels = -(-n_cols // width)
-    padded = np.zeros((*lead, n_inner, n_panels * width), dtype=w_t.dtype)
-    padded[..., :n_cols] = w_t
-    panels = padded.reshape(*lead, n_inner, n_panels, width)
-    return np.ascontiguousarray(np.moveaxis(panels, -2, -3))
+    panels = aligned_zeros((*lead, n_panels, n_inner, width), w_t.dtype)
+    for p in range(n_panels):
+        lo = p * width
+        hi = min(n_cols, lo + width)
+        panels[..., p, :, :hi - lo] = w_t[..., lo:hi]
+    return panels
 
 
 def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bias: bool,
@@ -149,7 +152,7 @@ def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirection
             w_hr_t = np.stack([params["weight_hr" + n].T for n in names])
         else:
             w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
-        w_ih_t, bias, w_hh_t, w_hr_t = (np.ascontiguousarray(a, dtype=dtype)
+        w_ih_t, bias, w_hh_t, w_hr_t = (aligned_copy(a.astype(dtype, copy=False))
                                         for a in (w_ih_t, bias, w_hh_t, w_hr_t))
         blas_ready = not bidirectional and w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES
         row_major = (w_ih_t, w_hh_t, w_hr_t) if blas_ready else (None, None, None)
