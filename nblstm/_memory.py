@@ -8,6 +8,7 @@ register-tiled products here.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence, Union
 
 import numpy as np
@@ -25,7 +26,7 @@ def aligned_empty(shape: Union[int, Sequence[int]], dtype) -> np.ndarray:
     """
     dtype = np.dtype(dtype)
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    n_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    n_bytes = math.prod(shape) * dtype.itemsize
     buffer = np.empty(n_bytes + CACHE_LINE_BYTES, dtype=np.uint8)
     start = -buffer.ctypes.data % CACHE_LINE_BYTES
     return buffer[start:start + n_bytes].view(dtype).reshape(shape)

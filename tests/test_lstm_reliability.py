@@ -25,8 +25,8 @@ MED = dict(input_size=32, hidden_size=64, n=64, length=10)
 # Bidirectional layers run one thread per direction (each projecting its own
 # input); one direction of 8-63 rows runs in row groups.
 PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
-# One direction, small weights, more input rows than one projection chunk:
-# the parallel Numba projection, then row groups.
+# One direction, small weights, input enough for the parallel Numba
+# projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
 # Large recurrent weights (over 1 MiB) at a batch under 8 rows with a
 # projection, which the split-units kernel does not take: the BLAS path.
@@ -664,7 +664,7 @@ def test_threads_mixed_models_fresh_process():
 
 def test_reliability_sizes_take_the_paths_they_name():
     """The configurations above exercise the step loops their comments name."""
-    from nblstm.lstm._driver import plan_unidirectional
+    from nblstm.lstm._driver import plan_unidirectional, projects_in_parallel
 
     def plan(cfg, proj=0, blas_ready=False):
         return plan_unidirectional(cfg["n"], cfg["length"], cfg["hidden_size"], proj > 0,
@@ -672,6 +672,11 @@ def test_reliability_sizes_take_the_paths_they_name():
 
     assert plan(BIG) == "row_groups"
     assert plan(CHUNKS) == "row_groups"
+    assert projects_in_parallel(CHUNKS["n"] * CHUNKS["length"], CHUNKS["input_size"],
+                                CHUNKS["hidden_size"], 2)
+    assert not projects_in_parallel(24, 128, 128, 2)  # measured slower in parallel
+    assert not projects_in_parallel(CHUNKS["n"] * CHUNKS["length"], CHUNKS["input_size"],
+                                    CHUNKS["hidden_size"], 1)
     assert plan(SPLIT) == "split_units"
     assert plan(WIDE, WIDE["proj_size"], blas_ready=True) == "blas"
     assert _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"],

@@ -47,6 +47,12 @@ ROW_GROUP_MIN_ROWS = 8
 #: steps: a step saves about 2 us (B=1, H=128), waking the threads costs
 #: tens of microseconds.
 SPLIT_UNITS_MIN_STEPS = 32
+#: A single direction's window projection is spread over the threads from
+#: this many multiply-adds (rows x I x 4H) on: about 40 us on one thread
+#: here, against tens of microseconds to wake a thread. Measured against the
+#: serial projection: B=1 H=128 T=100 (6.5M) 1.10x, B=4 H=256 T=50 1.35x,
+#: B=1 H=128 T=24 (1.6M) 0.91x.
+PARALLEL_PROJECTION_MIN_MACS = 2_000_000
 
 
 def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
@@ -140,6 +146,12 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: boo
     return "serial", 1
 
 
+def projects_in_parallel(rows: int, input_size: int, hidden: int, threads: int) -> bool:
+    """Whether a single direction's window of ``rows`` input rows is projected
+    on all threads (see PARALLEL_PROJECTION_MIN_MACS)."""
+    return threads > 1 and rows * input_size * 4 * hidden >= PARALLEL_PROJECTION_MIN_MACS
+
+
 def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
     """One direction, window by window: the window's input projection, then
     its steps, by the loop :func:`plan_unidirectional` picks. Only one thread
@@ -155,10 +167,11 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     use_blas = kind == "blas"
     gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
     h_steps = aligned_empty((2,) + h.shape[1:], h.dtype) if kind == "split_units" else None
+    parallel_projection = projects_in_parallel(int(step_offsets[min(steps, n_steps)]),
+                                               layer.w_ih_panels.shape[2], hidden, threads)
     # Numba's thread count is only set (a few microseconds) when a parallel
     # kernel will run: small serial forwards are dominated by such costs.
-    parallel = not use_blas and (parts > 1
-                                 or int(step_offsets[-1]) > _kernels.PROJECTION_CHUNK_ROWS)
+    parallel = not use_blas and (parts > 1 or parallel_projection)
     with parallel_section() if parallel else contextlib.nullcontext():
         for t0, t1 in _windows(n_steps, steps):
             r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
@@ -169,7 +182,7 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                 _run_steps_blas(gx, r0, t0, t1, batch_sizes, step_offsets, h[0], c[0],
                                 layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
                 continue
-            if r1 - r0 > _kernels.PROJECTION_CHUNK_ROWS:
+            if parallel_projection:
                 _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, threads)
             else:
                 _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
