@@ -14,14 +14,18 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
 
 
-def from_panels(b_panels, n_cols):
-    """The (K, N) matrix held in column panels (n_panels, K, width)."""
+def from_panels(b_panels, n_cols, n_blocks=1):
+    """The (K, N) matrix held in column panels (n_panels, K, width), each of
+    ``n_blocks`` equal column blocks on panels of its own."""
     n_panels, n_inner, width = b_panels.shape
-    return b_panels.transpose(1, 0, 2).reshape(n_inner, n_panels * width)[:, :n_cols]
+    per_block = n_panels // n_blocks
+    blocks = b_panels.reshape(n_blocks, per_block, n_inner, width)
+    flat = blocks.transpose(0, 2, 1, 3).reshape(n_blocks, n_inner, per_block * width)
+    return np.concatenate(list(flat[:, :, :n_cols // n_blocks]), axis=1)
 
 
-def matmul_accumulate(a, b_panels, out, n_rows):
-    out[:n_rows] += a[:n_rows] @ from_panels(b_panels, out.shape[1])
+def matmul_accumulate(a, b_panels, out, n_rows, n_blocks=1):
+    out[:n_rows] += a[:n_rows] @ from_panels(b_panels, out.shape[1], n_blocks)
 
 
 def cell_update_rows(gates, c, h_full, n_rows):

@@ -78,32 +78,35 @@ def test_aligned_empty_takes_an_int_shape():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 3 * 64 + 1), dtypes)
-def test_column_panels_hold_the_matrix(lead, inner, cols, dtype):
+@given(st.integers(1, 5), st.integers(1, 7), st.integers(1, 3 * 64 + 1), st.sampled_from([1, 4]),
+       dtypes)
+def test_column_panels_hold_the_matrix(lead, inner, block_cols, blocks, dtype):
+    cols = blocks * block_cols
     w_t = (np.arange(lead * inner * cols).reshape(lead, inner, cols) + 1).astype(dtype)
-    panels = column_panels(w_t)
+    panels = column_panels(w_t, blocks=blocks)
     width = tile_columns(dtype)
-    assert panels.shape == (lead, -(-cols // width), inner, width)
+    assert panels.shape == (lead, blocks * -(-block_cols // width), inner, width)
     assert panels.flags.c_contiguous
     assert panels.ctypes.data % CACHE_LINE_BYTES == 0
     for d in range(lead):
-        np.testing.assert_array_equal(naive.from_panels(panels[d], cols), w_t[d])
+        np.testing.assert_array_equal(naive.from_panels(panels[d], cols, blocks), w_t[d])
     assert panels.sum() == w_t.sum()  # the padding is zeros
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.integers(0, 15), st.integers(1, 7), st.integers(1, 2 * 64 + 17), dtypes,
-       st.booleans(), st.integers(0, 2**32 - 1))
-def test_matmul_accumulate(n_rows, inner, cols, dtype, tall, seed):
-    """Every tile shape (6-row with ``tall``, 4-row, single rows) and a
-    partial last panel."""
+@given(st.integers(0, 15), st.integers(1, 7), st.integers(1, 2 * 64 + 17), st.sampled_from([1, 4]),
+       dtypes, st.booleans(), st.integers(0, 2**32 - 1))
+def test_matmul_accumulate(n_rows, inner, block_cols, n_blocks, dtype, tall, seed):
+    """Every tile shape (6-row with ``tall``, 4-row, single rows), partial
+    last panels, and column blocks (gates) on panels of their own."""
     rng = np.random.default_rng(seed)
+    cols = n_blocks * block_cols
     a = _rand(rng, (max(n_rows, 1) + 2, inner), dtype)
-    b_panels = column_panels(_rand(rng, (inner, cols), dtype))
+    b_panels = column_panels(_rand(rng, (inner, cols), dtype), blocks=n_blocks)
     out = _rand(rng, (a.shape[0], cols), dtype)
     expected = out.copy()
-    naive.matmul_accumulate(a, b_panels, expected, n_rows)
-    _kernels.matmul_accumulate(a, b_panels, out, n_rows, tall)
+    naive.matmul_accumulate(a, b_panels, expected, n_rows, n_blocks)
+    _kernels.matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks)
     np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE[dtype] * inner * 4)
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
@@ -139,7 +142,7 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
     for impl in (naive, _kernels):
         hh, cc, g, o = h.copy(), c.copy(), gates.copy(), out.copy()
         h_full = np.empty_like(cc) if proj else hh
-        weights = (w_hh_t, w_hr_t) if impl is naive else (column_panels(w_hh_t),
+        weights = (w_hh_t, w_hr_t) if impl is naive else (column_panels(w_hh_t, blocks=4),
                                                            column_panels(w_hr_t))
         impl.lstm_step(g, n_rows, hh, cc, *weights, h_full, o, 2, h.shape[1])
         states.append((hh, cc, o))
@@ -167,7 +170,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
     bias = _rand(rng, (4 * hidden,), dtype)
     gx = x @ w_ih_t + bias
     h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
-    w_hh_panels, w_hr_panels = column_panels(w_hh_t), column_panels(w_hr_t)
+    w_hh_panels, w_hr_panels = column_panels(w_hh_t, blocks=4), column_panels(w_hr_t)
 
     def run(kind):
         hh, cc, g = h.copy(), c.copy(), gx.copy()
@@ -194,7 +197,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
             hf2 = stack(h_full) if proj else hh2
             n = np.int64
             _kernels.run_window_both_directions(
-                x, x, column_panels(stack(w_ih_t)), stack(bias), np.empty((2,) + gx.shape, dtype),
+                x, x, column_panels(stack(w_ih_t), blocks=4), stack(bias), np.empty((2,) + gx.shape, dtype),
                 np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
                 hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out)
             hh, cc = hh2[d], cc2[d]
@@ -211,14 +214,15 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.lists(st.integers(0, 9), min_size=1, max_size=7), st.integers(1, 3), dtypes,
-       st.integers(1, 2), st.integers(0, 2**32 - 1))
-def test_split_units_matches_serial_twin(lengths, blocks, dtype, threads, seed):
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=7), st.integers(1, 2 * 64 + 17),
+       st.integers(1, 3), dtypes, st.integers(1, 2), st.integers(0, 2**32 - 1))
+def test_split_units_matches_serial_twin(lengths, hidden, parts, dtype, threads, seed):
     """The split-units step loop equals the NumPy twin, with the threads it
-    asks for or alone (one thread then claims every part: nothing waits)."""
+    asks for or alone (one thread then claims every part: nothing waits),
+    for any hidden size (a last partial panel per gate)."""
     import numba
 
-    hidden = blocks * tile_columns(dtype)
+    blocks = min(parts, -(-hidden // tile_columns(dtype)))
     rng = np.random.default_rng(seed)
     lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
     batch = len(lengths)
@@ -232,7 +236,8 @@ def test_split_units_matches_serial_twin(lengths, blocks, dtype, threads, seed):
     numba.set_num_threads(threads)
     try:
         _kernels.run_steps_split_units(
-            gx.copy(), 0, 0, n_steps, batch_sizes, offsets, got_h, got_c, column_panels(w_hh_t),
+            gx.copy(), 0, 0, n_steps, batch_sizes, offsets, got_h, got_c,
+            column_panels(w_hh_t, blocks=4),
             np.empty((2, batch, hidden), dtype), np.zeros(n_steps * blocks * 8, np.int64),
             np.zeros(n_steps * 8, np.int64), got_out, blocks)
     finally:
@@ -243,17 +248,20 @@ def test_split_units_matches_serial_twin(lengths, blocks, dtype, threads, seed):
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(0, 700), st.integers(1, 9), st.integers(1, 70), st.integers(1, 3), dtypes,
-       st.integers(0, 2**32 - 1))
-def test_projection_kernels_match_numpy(n_rows, n_inputs, cols, n_threads, dtype, seed):
+@given(st.integers(0, 700), st.integers(1, 9), st.integers(1, 70), st.sampled_from([1, 4]),
+       st.integers(1, 3), dtypes, st.integers(0, 2**32 - 1))
+def test_projection_kernels_match_numpy(n_rows, n_inputs, block_cols, n_blocks, n_threads, dtype,
+                                        seed):
     """``project`` (parallel chunks) and ``project_rows`` compute x @ w + b."""
     rng = np.random.default_rng(seed)
+    cols = n_blocks * block_cols
     x = _rand(rng, (n_rows, n_inputs), dtype)
     w_t = _rand(rng, (n_inputs, cols), dtype)
     bias = _rand(rng, (cols,), dtype)
     expected = x.astype(np.float64) @ w_t + bias
-    for run in (lambda gx: _kernels.project(x, column_panels(w_t), bias, gx, n_threads),
-                lambda gx: _kernels.project_rows(x, column_panels(w_t), bias, gx)):
+    w_panels = column_panels(w_t, blocks=n_blocks)
+    for run in (lambda gx: _kernels.project(x, w_panels, bias, gx, n_blocks, n_threads),
+                lambda gx: _kernels.project_rows(x, w_panels, bias, gx, n_blocks)):
         gx = np.full((n_rows + 2, cols), np.nan, dtype)
         run(gx)
         np.testing.assert_allclose(gx[:n_rows], expected, rtol=0,

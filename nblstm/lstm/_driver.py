@@ -128,7 +128,8 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: boo
       ``parts`` groups of rows (measured here against BLAS for both products:
       B=32..256, H=256..2048 level or up to 1.2x faster);
     * ``"split_units"``: below that, each step's hidden units split into
-      ``parts`` (needs H a multiple of the tile width and no projection);
+      ``parts`` of whole weight panels (needs H over one panel and no
+      projection);
     * ``"blas"``: otherwise, if the layer is ``blas_ready`` (has more than
       BLAS_MIN_WEIGHT_BYTES of recurrent weights, which a single thread
       would stream alone: B=1, H=1024 ran 2x faster on BLAS);
@@ -138,8 +139,8 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: boo
         groups = min(threads, max_batch // TILE_ROWS)
         return ("row_groups", groups) if groups > 1 else ("serial", 1)
     width = _kernels.tile_columns(dtype)
-    parts = min(threads, hidden // width)
-    if parts > 1 and not has_proj and hidden % width == 0 and n_steps >= SPLIT_UNITS_MIN_STEPS:
+    parts = min(threads, -(-hidden // width))
+    if parts > 1 and not has_proj and n_steps >= SPLIT_UNITS_MIN_STEPS:
         return "split_units", parts
     if blas_ready:
         return "blas", 1
@@ -183,9 +184,9 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                                 layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
                 continue
             if parallel_projection:
-                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, threads)
+                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, 4, threads)
             else:
-                _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx)
+                _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, 4)
             if kind == "split_units":
                 claims = aligned_zeros((t1 - t0) * parts * 8, np.int64)
                 done = aligned_zeros((t1 - t0) * 8, np.int64)

@@ -216,11 +216,12 @@ def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
 
 
 @njit(**JIT_OPTIONS)
-def matmul_accumulate(a, b_panels, out, n_rows, tall):
+def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks):
     """``out[:n_rows] += a[:n_rows] @ b`` without BLAS, with ``b`` (K, N)
     given as column panels (see ``_weights.column_panels``): ``b_panels``
-    (ceil(N / width), K, width), zero-padded, ``width`` the dtype's
-    :func:`tile_columns`.
+    (n_blocks * ceil(N / n_blocks / width), K, width), zero-padded, ``width``
+    the dtype's :func:`tile_columns`, each of the ``n_blocks`` equal column
+    blocks (4 gates, or 1) on panels of its own.
 
     A panel is contiguous, so the reduction streams it at unit stride (a
     row-major ``b`` jumps a whole row per step, which defeats the prefetcher
@@ -232,21 +233,27 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall):
     tile row (see :func:`panel_accumulate` for the rows left over). Only the
     ``N`` real columns of ``out`` are read and written.
 
-    Callers pass ``tall`` (and row indices) as computed values, never
-    literals: Numba compiles a separate copy of the tile code for every
+    Callers pass ``tall``, ``n_blocks`` (and row indices) as computed values,
+    never literals: Numba compiles a separate copy of the tile code for every
     literal, which multiplies compile time.
     """
     prefer_vector_width()
-    n_cols = out.shape[1]
     width = _tile_width(out)
+    block_cols = out.shape[1] // n_blocks
+    per_block = (block_cols + width - 1) // width
     for p in range(b_panels.shape[0]):
-        n_valid = np.uint64(min(width, n_cols - p * width))
-        panel_accumulate(a, b_panels[p], out, n_rows, np.uint64(p * width), n_valid, tall)
+        block = p // per_block
+        col = (p - block * per_block) * width
+        n_valid = np.uint64(min(width, block_cols - col))
+        panel_accumulate(a, b_panels[p], out, n_rows, np.uint64(block * block_cols + col),
+                         n_valid, tall)
 
 
 @njit(**JIT_OPTIONS)
-def project_rows(x, w_ih_panels, bias, gx):
-    """``gx[:n] = x @ w_ih + bias`` for the ``n`` rows of ``x`` (serial)."""
+def project_rows(x, w_ih_panels, bias, gx, n_blocks):
+    """``gx[:n] = x @ w_ih + bias`` for the ``n`` rows of ``x`` (serial);
+    ``w_ih_panels`` holds ``n_blocks`` column blocks (see
+    :func:`matmul_accumulate`)."""
     prefer_vector_width()
     n_rows = x.shape[0]
     n_cols = np.uint64(gx.shape[1])
@@ -255,11 +262,12 @@ def project_rows(x, w_ih_panels, bias, gx):
             gx[r, j] = bias[j]
     for lo in range(0, n_rows, PROJECTION_CHUNK_ROWS):
         hi = min(n_rows, lo + PROJECTION_CHUNK_ROWS)
-        matmul_accumulate(x[lo:hi], w_ih_panels, gx[lo:hi], hi - lo, hi - lo >= TALL_TILE_ROWS)
+        matmul_accumulate(x[lo:hi], w_ih_panels, gx[lo:hi], hi - lo, hi - lo >= TALL_TILE_ROWS,
+                          n_blocks)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def project(x, w_ih_panels, bias, gx, n_threads):
+def project(x, w_ih_panels, bias, gx, n_blocks, n_threads):
     """As :func:`project_rows`, in chunks of at most
     :data:`PROJECTION_CHUNK_ROWS` rows spread over the threads (the same pool
     as the recurrence, so no other pool's threads are left spinning on the
@@ -274,7 +282,7 @@ def project(x, w_ih_panels, bias, gx, n_threads):
     for q in prange(n_chunks):
         lo = min(n_rows, q * size)
         hi = min(n_rows, lo + size)
-        project_rows(x[lo:hi], w_ih_panels, bias, gx[lo:hi])
+        project_rows(x[lo:hi], w_ih_panels, bias, gx[lo:hi], n_blocks)
 
 
 @njit(**JIT_OPTIONS)
@@ -318,12 +326,15 @@ def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_ro
     before the gates overwrite it.
     """
     prefer_vector_width()
-    matmul_accumulate(h, w_hh_panels, gates, n_rows, n_rows >= TALL_MIN_ROWS)
+    hidden = c.shape[1]
+    matmul_accumulate(h, w_hh_panels, gates, n_rows, n_rows >= TALL_MIN_ROWS,
+                      gates.shape[1] // hidden)
     for r in range(n_rows):
-        cell_update_row(gates, c, h_full, r, np.int64(0), c.shape[1])
+        cell_update_row(gates, c, h_full, r, np.int64(0), hidden)
     if w_hr_panels.shape[0] > 0:
         h[:n_rows] = 0.0
-        matmul_accumulate(h_full, w_hr_panels, h, n_rows, n_rows >= TALL_MIN_ROWS)
+        matmul_accumulate(h_full, w_hr_panels, h, n_rows, n_rows >= TALL_MIN_ROWS,
+                          np.int64(1))
     copy_rows_to_output(h, out, out_row, out_col, np.int64(0), n_rows)
 
 
@@ -366,7 +377,7 @@ def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step
     out_width = h.shape[2]
     for d in prange(2):
         x_rows = x_forward if d == 0 else x_reverse
-        project_rows(x_rows, w_ih_panels[d], bias[d], gx[d])
+        project_rows(x_rows, w_ih_panels[d], bias[d], gx[d], gx.shape[2] // c.shape[2])
         run_steps(gx[d], step_offsets[step_lo[d]], step_lo[d], step_hi[d], d == 1, batch_sizes,
                   step_offsets, h[d], c[d], w_hh_panels[d], w_hr_panels[d], h_full[d], out,
                   d * out_width)
@@ -380,8 +391,9 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     batch too small to split by rows, each thread streams only its part of
     the recurrent weights.
 
-    Parts are whole weight panels (the caller ensures H is a multiple of the
-    tile width). A step's parts need the previous step's complete ``h``, so
+    Parts are whole weight panels of every gate (``w_hh_panels`` holds each
+    gate on panels of its own, see :func:`matmul_accumulate`), at most
+    ``ceil(H / width)`` of them. A step's parts need the previous step's complete ``h``, so
     the threads meet once a step, through counters instead of a barrier:
     ``claims`` (steps * n_parts * 8,) and ``done`` (steps * 8,) int64 zeros,
     one cache line per counter. A thread claims its own part first, then any
@@ -397,7 +409,7 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     prefer_vector_width()
     hidden = c.shape[1]
     width = _tile_width(gx)
-    blocks = hidden // width
+    blocks = (hidden + width - 1) // width
     n_steps = step_hi - step_lo
     h_steps[0, :h.shape[0]] = h
     for q in prange(n_parts):
@@ -417,12 +429,12 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                 b1 = (part + 1) * blocks // n_parts
                 for g in range(4):
                     for b in range(b0, b1):
-                        p = g * blocks + b
-                        panel_accumulate(h_prev, w_hh_panels[p], gates, n_rows,
-                                         np.uint64(p * width), np.uint64(width),
+                        panel_accumulate(h_prev, w_hh_panels[g * blocks + b], gates, n_rows,
+                                         np.uint64(g * hidden + b * width),
+                                         np.uint64(min(width, hidden - b * width)),
                                          n_rows >= TALL_MIN_ROWS)
                 u0 = b0 * width
-                u1 = b1 * width
+                u1 = min(hidden, b1 * width)
                 for r in range(n_rows):
                     cell_update_row(gates, c, h_next, r, u0, u1)
                     for u in range(u0, u1):

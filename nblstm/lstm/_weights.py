@@ -22,12 +22,13 @@ class LayerWeights(NamedTuple):
 
     Attributes
     ----------
-    w_ih_panels : (D, ceil(4H / width), input_size_of_layer, width), ``width`` =
-        ``tile_columns(dtype)``
-        -- the transposed input weights ``w_ih_t`` (I, 4H) as column panels
-        (see :func:`column_panels`), for the kernels' register-tiled products
+    w_ih_panels : (D, 4 * ceil(H / width), input_size_of_layer, width), ``width``
+        = ``tile_columns(dtype)``
+        -- the transposed input weights ``w_ih_t`` (I, 4H) as column panels,
+        each gate's columns on panels of their own (see :func:`column_panels`),
+        for the kernels' register-tiled products
     bias : (D, 4H) -- ``bias_ih + bias_hh`` (zeros without bias)
-    w_hh_panels : (D, ceil(4H / width), P, width) -- ``w_hh_t``
+    w_hh_panels : (D, 4 * ceil(H / width), P, width) -- ``w_hh_t``, likewise
     w_hr_panels : (D, ceil(P / width), H, width), or
         (D, 0, 0, width) without projection -- ``w_hr_t``
     w_ih_t : (1, I, 4H), w_hh_t : (1, P, 4H), w_hr_t : (1, H, P) or (1, 0, 0)
@@ -51,23 +52,31 @@ class LayerWeights(NamedTuple):
 BLAS_MIN_WEIGHT_BYTES = 1 << 20
 
 
-def column_panels(w_t: np.ndarray, width: Optional[int] = None) -> np.ndarray:
-    """Split ``w_t`` (..., K, N) into contiguous column panels
-    (..., ceil(N / width), K, width), the last one zero-padded; ``width``
+def column_panels(w_t: np.ndarray, width: Optional[int] = None, blocks: int = 1) -> np.ndarray:
+    """Split ``w_t`` (..., K, N) into contiguous column panels; ``width``
     defaults to the kernels' tile width for the dtype (``tile_columns``).
 
-    Panel ``p`` holds columns ``[p * width, (p + 1) * width)``; a matrix
-    product that walks one panel down its K rows then reads memory at unit
-    stride. The result is cache-line aligned, so every panel row is too.
+    The N columns are ``blocks`` equal blocks (the four gates of an LSTM
+    weight), each cut into ``ceil(N / blocks / width)`` panels, its last one
+    zero-padded: the result is (..., blocks * ceil(N / blocks / width), K,
+    width), and panel ``p`` holds block ``p // per_block``'s columns from
+    ``(p % per_block) * width`` on. No panel straddles two gates, so a part
+    of the hidden units owns whole panels of every gate, whatever the hidden
+    size.
+
+    A matrix product that walks one panel down its K rows reads memory at
+    unit stride. The result is cache-line aligned, so every panel row is too.
     """
     *lead, n_inner, n_cols = w_t.shape
     width = width or tile_columns(w_t.dtype)
-    n_panels = -(-n_cols // width)
-    panels = aligned_zeros((*lead, n_panels, n_inner, width), w_t.dtype)
-    for p in range(n_panels):
-        lo = p * width
-        hi = min(n_cols, lo + width)
-        panels[..., p, :, :hi - lo] = w_t[..., lo:hi]
+    block_cols = n_cols // blocks
+    per_block = -(-block_cols // width)
+    panels = aligned_zeros((*lead, blocks * per_block, n_inner, width), w_t.dtype)
+    for block in range(blocks):
+        for b in range(per_block):
+            lo = block * block_cols + b * width
+            hi = block * block_cols + min(block_cols, (b + 1) * width)
+            panels[..., block * per_block + b, :, :hi - lo] = w_t[..., lo:hi]
     return panels
 
 
@@ -156,6 +165,7 @@ def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirection
                                         for a in (w_ih_t, bias, w_hh_t, w_hr_t))
         blas_ready = not bidirectional and w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES
         row_major = (w_ih_t, w_hh_t, w_hr_t) if blas_ready else (None, None, None)
-        layers.append(LayerWeights(column_panels(w_ih_t), bias, column_panels(w_hh_t),
-                                   column_panels(w_hr_t), *row_major))
+        layers.append(LayerWeights(column_panels(w_ih_t, blocks=4), bias,
+                                   column_panels(w_hh_t, blocks=4), column_panels(w_hr_t),
+                                   *row_major))
     return layers
