@@ -678,6 +678,8 @@ def test_reliability_sizes_take_the_paths_they_name():
     assert not projects_in_parallel(CHUNKS["n"] * CHUNKS["length"], CHUNKS["input_size"],
                                     CHUNKS["hidden_size"], 1)
     assert plan(SPLIT) == "split_units"
+    assert plan(dict(n=9, length=40, hidden_size=416)) == "split_units"  # large W_hh
+    assert plan(dict(n=64, length=40, hidden_size=416)) == "row_groups"
     assert plan(WIDE, WIDE["proj_size"], blas_ready=True) == "blas"
     assert _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"],
                   proj_size=WIDE["proj_size"])._layers[0].w_hh_t is not None

@@ -47,6 +47,16 @@ ROW_GROUP_MIN_ROWS = 8
 #: steps: a step saves about 2 us (B=1, H=128), waking the threads costs
 #: tens of microseconds.
 SPLIT_UNITS_MIN_STEPS = 32
+#: From ROW_GROUP_MIN_ROWS rows on, the hidden units are still split (not the
+#: rows) when the recurrent weights outgrow a core's L2 cache (so each row
+#: group would stream all of them from L3 at every step) and there are few
+#: rows to share that traffic: more than SPLIT_UNITS_MIN_WEIGHT_BYTES of W_hh,
+#: and at least SPLIT_UNITS_MIN_BYTES_PER_ROW of it per batch row. Measured
+#: against row groups (T=50-100, I=H): B=8 H=512 1.15x, B=16 H=384 1.09x,
+#: B=8 H=1000 1.22x, B=64 H=1024 1.14x, B=32 H=512 1.09x; and on the other
+#: side, B=32 H=384 0.98x, B=64 H=512 1.00x, B=8 H=320 (1.6 MiB) 0.95x.
+SPLIT_UNITS_MIN_WEIGHT_BYTES = 2 << 20
+SPLIT_UNITS_MIN_BYTES_PER_ROW = 96 << 10
 #: A single direction's window projection is spread over the threads from
 #: this many multiply-adds (rows x I x 4H) on: about 40 us on one thread
 #: here, against tens of microseconds to wake a thread. Measured against the
@@ -127,20 +137,26 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: boo
     * ``"row_groups"``: from ROW_GROUP_MIN_ROWS rows, the batch split into
       ``parts`` groups of rows (measured here against BLAS for both products:
       B=32..256, H=256..2048 level or up to 1.2x faster);
-    * ``"split_units"``: below that, each step's hidden units split into
-      ``parts`` of whole weight panels (needs H over one panel and no
+    * ``"split_units"``: below that, or for large recurrent weights and few
+      rows (see SPLIT_UNITS_MIN_WEIGHT_BYTES), each step's hidden units split
+      into ``parts`` of whole weight panels (needs H over one panel and no
       projection);
     * ``"blas"``: otherwise, if the layer is ``blas_ready`` (has more than
       BLAS_MIN_WEIGHT_BYTES of recurrent weights, which a single thread
       would stream alone: B=1, H=1024 ran 2x faster on BLAS);
     * ``"serial"``.
     """
-    if max_batch >= ROW_GROUP_MIN_ROWS:
-        groups = min(threads, max_batch // TILE_ROWS)
-        return ("row_groups", groups) if groups > 1 else ("serial", 1)
     width = _kernels.tile_columns(dtype)
     parts = min(threads, -(-hidden // width))
-    if parts > 1 and not has_proj and n_steps >= SPLIT_UNITS_MIN_STEPS:
+    can_split = parts > 1 and not has_proj and n_steps >= SPLIT_UNITS_MIN_STEPS
+    if max_batch >= ROW_GROUP_MIN_ROWS:
+        w_hh_bytes = 4 * hidden * hidden * np.dtype(dtype).itemsize
+        if (can_split and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
+                and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
+            return "split_units", parts
+        groups = min(threads, max_batch // TILE_ROWS)
+        return ("row_groups", groups) if groups > 1 else ("serial", 1)
+    if can_split:
         return "split_units", parts
     if blas_ready:
         return "blas", 1
