@@ -197,7 +197,8 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
             hf2 = stack(h_full) if proj else hh2
             n = np.int64
             _kernels.run_window_both_directions(
-                x, x, column_panels(stack(w_ih_t), blocks=4), stack(bias), np.empty((2,) + gx.shape, dtype),
+                x, x, column_panels(stack(w_ih_t), blocks=4), stack(bias),
+                np.empty((2,) + gx.shape, dtype),
                 np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
                 hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out)
             hh, cc = hh2[d], cc2[d]

@@ -392,11 +392,11 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     the recurrent weights.
 
     Parts are whole weight panels of every gate (``w_hh_panels`` holds each
-    gate on panels of its own, see :func:`matmul_accumulate`), at most
-    ``ceil(H / width)`` of them. A step's parts need the previous step's complete ``h``, so
-    the threads meet once a step, through counters instead of a barrier:
-    ``claims`` (steps * n_parts * 8,) and ``done`` (steps * 8,) int64 zeros,
-    one cache line per counter. A thread claims its own part first, then any
+    gate on panels of its own, see :func:`matmul_accumulate`), so there are
+    at most ``ceil(H / width)`` of them. A step's parts need the previous
+    step's complete ``h``, so the threads meet once a step, through counters
+    instead of a barrier: ``claims`` (steps * n_parts * 8,) and ``done``
+    (steps * 8,) int64 zeros, one cache line per counter. A thread claims its own part first, then any
     part left, and waits only for parts another thread has claimed and is
     computing. A thread that is never scheduled therefore never blocks the
     others: whoever runs, alone or not, claims and computes every part.
