@@ -28,12 +28,13 @@ PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
 # One direction, small weights, input enough for the parallel Numba
 # projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
-# Large recurrent weights (over 1 MiB) at a batch under 8 rows with a
-# projection, which the split-units kernel does not take: the BLAS path.
+# Large recurrent weights (over 1 MiB) at a batch under 8 rows, sequences too
+# short for the split-units kernel (whose threads meet every step): the BLAS
+# path.
 WIDE = dict(input_size=32, hidden_size=1024, proj_size=128, n=3, length=6)
 # One direction under 8 rows, H a multiple of the tile width: the split-units
 # kernel, whose threads meet once a step.
-SPLIT = dict(input_size=32, hidden_size=256, n=3, length=40)
+SPLIT = dict(input_size=32, hidden_size=256, n=3, length=40, proj_size=96)
 
 
 def _model(dtype=np.float32, **kw):
@@ -140,7 +141,9 @@ def test_huge_inputs_cell(dtype):
     (dict(num_layers=2, bidirectional=True), "packed"),
     (dict(num_layers=2, bidirectional=True, proj_size=4), "big"),
     (dict(num_layers=2), "split"),
-], ids=["plain", "3L-bi-proj", "2L-bi-bf", "2L-bi-packed", "big", "split-units"])
+    (dict(num_layers=2, proj_size=72), "split"),
+], ids=["plain", "3L-bi-proj", "2L-bi-bf", "2L-bi-packed", "big", "split-units",
+        "split-units-proj"])
 def test_nan_stays_in_its_sequence(dtype, kw, layout):
     big = layout == "big"
     n, length, hin, hid = (MED["n"], MED["length"], MED["input_size"], MED["hidden_size"]) if big \
@@ -464,7 +467,8 @@ def _run_threads(fn, args, n_threads=8, rounds=3):
 @pytest.mark.parametrize("size,packed,rounds", [
     ("big", False, 2), ("med", False, 3), ("med", True, 3), ("small", False, 3), ("small", True, 3),
     ("wide", False, 2), ("wide", True, 2), ("groups", False, 3), ("groups", True, 3),
-    ("chunks", False, 3), ("chunks", True, 3), ("split", False, 3), ("split", True, 3)])
+    ("chunks", False, 3), ("chunks", True, 3), ("split", False, 3), ("split", True, 3),
+    ("split-proj", False, 3), ("split-proj", True, 3)])
 def test_eight_threads_match_sequential(size, packed, rounds):
     if size == "big":
         m = _model(input_size=BIG["input_size"], hidden_size=BIG["hidden_size"])
@@ -476,8 +480,9 @@ def test_eight_threads_match_sequential(size, packed, rounds):
     elif size == "groups":  # one direction, 8-15 rows: the row-group parallel kernel
         m = _model(input_size=PAR["input_size"], hidden_size=PAR["hidden_size"], num_layers=2)
         shape = (PAR["length"], PAR["n"], PAR["input_size"])
-    elif size == "split":
-        m = _model(input_size=SPLIT["input_size"], hidden_size=SPLIT["hidden_size"], num_layers=2)
+    elif size in ("split", "split-proj"):  # the second phase splits the projection
+        m = _model(input_size=SPLIT["input_size"], hidden_size=SPLIT["hidden_size"], num_layers=2,
+                   proj_size=SPLIT["proj_size"] if size == "split-proj" else 0)
         shape = (SPLIT["length"], SPLIT["n"], SPLIT["input_size"])
     elif size == "chunks":
         m = _model(input_size=CHUNKS["input_size"], hidden_size=CHUNKS["hidden_size"])
@@ -667,7 +672,7 @@ def test_reliability_sizes_take_the_paths_they_name():
     from nblstm.lstm._driver import plan_unidirectional, projects_in_parallel
 
     def plan(cfg, proj=0, blas_ready=False):
-        return plan_unidirectional(cfg["n"], cfg["length"], cfg["hidden_size"], proj > 0,
+        return plan_unidirectional(cfg["n"], cfg["length"], cfg["hidden_size"], proj,
                                    blas_ready, np.float32, 2)[0]
 
     assert plan(BIG) == "row_groups"
@@ -678,6 +683,7 @@ def test_reliability_sizes_take_the_paths_they_name():
     assert not projects_in_parallel(CHUNKS["n"] * CHUNKS["length"], CHUNKS["input_size"],
                                     CHUNKS["hidden_size"], 1)
     assert plan(SPLIT) == "split_units"
+    assert plan(SPLIT, SPLIT["proj_size"]) == "split_units"
     assert plan(dict(n=9, length=40, hidden_size=416)) == "split_units"  # large W_hh
     assert plan(dict(n=64, length=40, hidden_size=416)) == "row_groups"
     assert plan(WIDE, WIDE["proj_size"], blas_ready=True) == "blas"

@@ -578,40 +578,49 @@ def test_many_projection_windows_match_torch(monkeypatch, dtype, batch, bidirect
 @pytest.mark.parametrize("batch", [1, 3, 7, 9])
 @pytest.mark.parametrize("small_windows", [False, True])
 @pytest.mark.parametrize("whole_panels", [True, False], ids=["whole", "partial"])
-def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows, whole_panels):
+@pytest.mark.parametrize("projected", [False, True], ids=["", "proj"])
+def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows, whole_panels,
+                                 projected):
     """Batches under 8 rows, or over 8 with large recurrent weights, run the
-    split-units kernel (threads share each step's hidden units), with H a
-    multiple of the tile width or not (each gate then ends on a partial
-    panel); ragged, with initial state, over one window or many."""
+    split-units kernel (threads share each step's hidden units, then with a
+    projection its output columns), with H (and P) a multiple of the tile
+    width or not (each gate then ends on a partial panel); ragged, with
+    initial state, over one window or many."""
     from nblstm.lstm import _driver, _kernels
 
     hidden = 2 * _kernels.tile_columns(dtype) - (0 if whole_panels else 27)
     if batch >= _driver.ROW_GROUP_MIN_ROWS:  # weights too large to stream per row group
         hidden = 416 if dtype == np.float32 else 288
         hidden -= 0 if whole_panels else 27
+    proj = 0
+    if projected:
+        proj = hidden // 2 if batch < _driver.ROW_GROUP_MIN_ROWS else (352 if dtype == np.float32
+                                                                       else 256)
+        proj += 0 if whole_panels else 3
     if small_windows:
         monkeypatch.setattr(_driver, "WINDOW_BYTES", 5 * 4 * hidden * batch * np.dtype(dtype).itemsize)
-    assert _driver.plan_unidirectional(batch, 40, hidden, False, False, dtype, 2)[0] == "split_units"
-    tm, m = make_lstm_pair(input_size=9, hidden_size=hidden, num_layers=2, dtype=dtype)
+    assert _driver.plan_unidirectional(batch, 40, hidden, proj, False, dtype, 2)[0] == "split_units"
+    tm, m = make_lstm_pair(input_size=9, hidden_size=hidden, num_layers=2, proj_size=proj,
+                           dtype=dtype)
     rng = np.random.default_rng(batch)
     lengths = rng.integers(1, 41, batch)
     lengths[0] = 40
     x = rng.standard_normal((40, batch, 9)).astype(dtype)
-    hx = tuple(rng.standard_normal((2, batch, hidden)).astype(dtype) for _ in range(2))
+    hx = tuple(rng.standard_normal((2, batch, n)).astype(dtype) for n in (proj or hidden, hidden))
     _assert_ragged_matches_torch(tm, m, x, lengths, hx, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 def test_blas_path_matches_torch(dtype, packed):
-    """A single direction with over 1 MiB of recurrent weights and a
-    projection, at a batch under 8 rows, runs on BLAS (the split-units kernel
-    does not take projections)."""
+    """A single direction with over 1 MiB of recurrent weights at a batch
+    under 8 rows, over too few steps for the split-units kernel, runs on BLAS
+    (here with a projection)."""
     from nblstm.lstm import _driver
 
     tm, m = make_lstm_pair(input_size=16, hidden_size=1024, proj_size=128, dtype=dtype)
     assert m._layers[0].w_hh_t is not None
-    assert _driver.plan_unidirectional(3, 6, 1024, True, True, dtype, 2)[0] == "blas"
+    assert _driver.plan_unidirectional(3, 6, 1024, 128, True, dtype, 2)[0] == "blas"
     rng = np.random.default_rng(7)
     x = rng.standard_normal((6, 3, 16)).astype(dtype)
     hx = tuple(rng.standard_normal((1, 3, n)).astype(dtype) for n in (128, 1024))

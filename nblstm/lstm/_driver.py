@@ -128,7 +128,7 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -
                 step_offsets, h, c, layer.w_hh_panels, layer.w_hr_panels, h_full, out)
 
 
-def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: bool,
+def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
                         blas_ready: bool, dtype, threads: int) -> Tuple[str, int]:
     """Which step loop a single-direction layer runs, and on how many parts.
 
@@ -138,25 +138,29 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, has_proj: boo
       ``parts`` groups of rows (measured here against BLAS for both products:
       B=32..256, H=256..2048 level or up to 1.2x faster);
     * ``"split_units"``: below that, or for large recurrent weights and few
-      rows (see SPLIT_UNITS_MIN_WEIGHT_BYTES), each step's hidden units split
-      into ``parts`` of whole weight panels (needs H over one panel and no
-      projection);
-    * ``"blas"``: otherwise, if the layer is ``blas_ready`` (has more than
-      BLAS_MIN_WEIGHT_BYTES of recurrent weights, which a single thread
-      would stream alone: B=1, H=1024 ran 2x faster on BLAS);
+      rows (see SPLIT_UNITS_MIN_WEIGHT_BYTES), each step's hidden units (and
+      with a projection, then its output columns) split into ``parts`` of
+      whole weight panels (needs H over one panel and SPLIT_UNITS_MIN_STEPS);
+    * ``"blas"``: otherwise (or for one row with a projection), if the layer
+      is ``blas_ready`` (has more than BLAS_MIN_WEIGHT_BYTES of recurrent
+      weights, which a single thread would stream alone: B=1, H=1024 ran 2x
+      faster on BLAS than serially);
     * ``"serial"``.
     """
     width = _kernels.tile_columns(dtype)
     parts = min(threads, -(-hidden // width))
-    can_split = parts > 1 and not has_proj and n_steps >= SPLIT_UNITS_MIN_STEPS
+    can_split = parts > 1 and n_steps >= SPLIT_UNITS_MIN_STEPS
     if max_batch >= ROW_GROUP_MIN_ROWS:
-        w_hh_bytes = 4 * hidden * hidden * np.dtype(dtype).itemsize
+        w_hh_bytes = (proj_size or hidden) * 4 * hidden * np.dtype(dtype).itemsize
         if (can_split and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
                 and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
             return "split_units", parts
         groups = min(threads, max_batch // TILE_ROWS)
         return ("row_groups", groups) if groups > 1 else ("serial", 1)
-    if can_split:
+    # One row through a projection: BLAS streams the large weights faster
+    # (B=1 H=1024 P=256: BLAS 1.1-1.25x the split; from B=2 the split is level
+    # or faster: B=2 H=640 P=160 1.03x, B=4 H=1024 P=256 1.9x).
+    if can_split and not (proj_size and max_batch == 1 and blas_ready):
         return "split_units", parts
     if blas_ready:
         return "blas", 1
@@ -179,7 +183,8 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     steps = window_steps(max_batch, hidden, out.itemsize)
     gx = aligned_empty((min(steps, n_steps) * max_batch, 4 * hidden), out.dtype)
     threads = get_num_threads()
-    kind, parts = plan_unidirectional(max_batch, n_steps, hidden, layer.w_hr_panels.shape[1] > 0,
+    has_proj = layer.w_hr_panels.shape[1] > 0
+    kind, parts = plan_unidirectional(max_batch, n_steps, hidden, h.shape[2] if has_proj else 0,
                                       layer.w_hh_t is not None, out.dtype, threads)
     use_blas = kind == "blas"
     gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
@@ -204,11 +209,12 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
             else:
                 _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, 4)
             if kind == "split_units":
-                claims = aligned_zeros((t1 - t0) * parts * 8, np.int64)
-                done = aligned_zeros((t1 - t0) * 8, np.int64)
+                phases = (t1 - t0) * (2 if has_proj else 1)
+                claims = aligned_zeros(phases * parts * 8, np.int64)
+                done = aligned_zeros(phases * 8, np.int64)
                 _kernels.run_steps_split_units(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
-                                               c[0], layer.w_hh_panels[0], h_steps, claims,
-                                               done, out, parts)
+                                               c[0], layer.w_hh_panels[0], layer.w_hr_panels[0],
+                                               h_full[0], h_steps, claims, done, out, parts)
             elif kind == "row_groups":
                 _kernels.run_steps_row_groups(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
                                               c[0], layer.w_hh_panels[0], layer.w_hr_panels[0],

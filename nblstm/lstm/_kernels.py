@@ -383,33 +383,69 @@ def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step
                   d * out_width)
 
 
+@njit(**JIT_OPTIONS)
+def _claim_part(claims, phase, n_parts, part):
+    """Whether this thread won ``part`` of ``phase`` (the first to ask)."""
+    return atomic_add(claims, (phase * n_parts + part) * 8, 1) == 0
+
+
+@njit(**JIT_OPTIONS)
+def _finish_part(done, phase):
+    """Count one part of ``phase`` done (releasing what this thread wrote)."""
+    atomic_add(done, phase * 8, 1)
+
+
+@njit(**JIT_OPTIONS)
+def _wait_phase(done, phase, n_parts):
+    """Spin until every part of ``phase`` is done."""
+    while atomic_load(done, phase * 8) < n_parts:
+        spin_pause()
+
+
+@njit(**JIT_OPTIONS)
+def _copy_columns(src, dst, dst_row0, row_lo, row_hi, col_lo, col_hi):
+    """``dst[dst_row0 + r, col_lo:col_hi] = src[r, col_lo:col_hi]`` for r in [row_lo, row_hi)."""
+    for r in range(row_lo, row_hi):
+        for u in range(col_lo, col_hi):
+            dst[dst_row0 + r, np.uint64(u)] = src[r, np.uint64(u)]
+
+
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c,
-                          w_hh_panels, h_steps, claims, done, out, n_parts):
-    """As :func:`run_steps` (forward, no projection), with each step's hidden
-    units split into ``n_parts`` parts that threads compute at once: for a
-    batch too small to split by rows, each thread streams only its part of
-    the recurrent weights.
+                          w_hh_panels, w_hr_panels, h_full, h_steps, claims, done, out, n_parts):
+    """As :func:`run_steps` (forward), with each step's hidden units split
+    into ``n_parts`` parts that threads compute at once: for a batch too
+    small to split by rows, each thread streams only its part of the
+    recurrent weights.
 
     Parts are whole weight panels of every gate (``w_hh_panels`` holds each
     gate on panels of its own, see :func:`matmul_accumulate`), so there are
-    at most ``ceil(H / width)`` of them. A step's parts need the previous
-    step's complete ``h``, so the threads meet once a step, through counters
-    instead of a barrier: ``claims`` (steps * n_parts * 8,) and ``done``
-    (steps * 8,) int64 zeros, one cache line per counter. A thread claims its own part first, then any
-    part left, and waits only for parts another thread has claimed and is
-    computing. A thread that is never scheduled therefore never blocks the
-    others: whoever runs, alone or not, claims and computes every part.
+    at most ``ceil(H / width)`` of them. With a projection a step has a
+    second phase, split over the P output columns (panels of ``w_hr_panels``):
+    ``h = h_full @ w_hr``, which needs every unit of ``h_full`` (B, H).
 
-    ``h_steps`` (2, batch, H) holds ``h`` of odd and even steps (a part of
-    step ``s + 1`` must not overwrite what another part of step ``s`` still
-    reads). ``h`` receives each row's state when its sequence ends or at the
-    window's last step.
+    A phase's parts need the previous phase complete, so the threads meet
+    once a phase, through counters instead of a barrier: ``claims`` (phases
+    * n_parts * 8,) and ``done`` (phases * 8,) int64 zeros, one cache line
+    per counter, with one phase a step (two with a projection). A thread
+    claims its own part first, then any part left, and waits only for parts
+    another thread has claimed and is computing. A thread that is never
+    scheduled therefore never blocks the others: whoever runs, alone or not,
+    claims and computes every part.
+
+    ``h_steps`` (2, batch, P) holds ``h`` of odd and even steps (without a
+    projection a part of step ``s + 1`` must not overwrite what another part
+    of step ``s`` still reads). ``h`` receives each row's state when its
+    sequence ends or at the window's last step.
     """
     prefer_vector_width()
     hidden = c.shape[1]
+    out_width = h.shape[1]
     width = _tile_width(gx)
     blocks = (hidden + width - 1) // width
+    out_blocks = (out_width + width - 1) // width
+    has_proj = w_hr_panels.shape[0] > 0
+    phases_per_step = 2 if has_proj else 1
     n_steps = step_hi - step_lo
     h_steps[0, :h.shape[0]] = h
     for q in prange(n_parts):
@@ -417,13 +453,15 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
             t = step_lo + s
             n_rows = batch_sizes[t]
             n_next = batch_sizes[t + 1] if s + 1 < n_steps else 0
+            tall = n_rows >= TALL_MIN_ROWS
             h_prev = h_steps[s % 2]
             h_next = h_steps[(s + 1) % 2]
             row = step_offsets[t]
             gates = gx[row - gx_row0:row - gx_row0 + n_rows]
+            phase = s * phases_per_step
             for i in range(n_parts):
                 part = (q + i) % n_parts
-                if atomic_add(claims, (s * n_parts + part) * 8, 1) != 0:
+                if not _claim_part(claims, phase, n_parts, part):
                     continue
                 b0 = part * blocks // n_parts
                 b1 = (part + 1) * blocks // n_parts
@@ -431,20 +469,39 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                     for b in range(b0, b1):
                         panel_accumulate(h_prev, w_hh_panels[g * blocks + b], gates, n_rows,
                                          np.uint64(g * hidden + b * width),
-                                         np.uint64(min(width, hidden - b * width)),
-                                         n_rows >= TALL_MIN_ROWS)
+                                         np.uint64(min(width, hidden - b * width)), tall)
                 u0 = b0 * width
                 u1 = min(hidden, b1 * width)
+                cell_out = h_full if has_proj else h_next
                 for r in range(n_rows):
-                    cell_update_row(gates, c, h_next, r, u0, u1)
-                    for u in range(u0, u1):
-                        out[row + r, np.uint64(u)] = h_next[r, np.uint64(u)]
-                for r in range(n_next, n_rows):
-                    for u in range(u0, u1):
-                        h[r, np.uint64(u)] = h_next[r, np.uint64(u)]
-                atomic_add(done, s * 8, 1)
-            while atomic_load(done, s * 8) < n_parts:
-                spin_pause()
+                    cell_update_row(gates, c, cell_out, r, u0, u1)
+                if not has_proj:
+                    _copy_columns(h_next, out, row, 0, n_rows, u0, u1)
+                    _copy_columns(h_next, h, 0, n_next, n_rows, u0, u1)
+                _finish_part(done, phase)
+            _wait_phase(done, phase, n_parts)
+            if not has_proj:
+                continue
+            phase += 1
+            for i in range(n_parts):
+                part = (q + i) % n_parts
+                if not _claim_part(claims, phase, n_parts, part):
+                    continue
+                b0 = part * out_blocks // n_parts
+                b1 = (part + 1) * out_blocks // n_parts
+                p0 = b0 * width
+                p1 = min(out_width, b1 * width)
+                for r in range(n_rows):
+                    for p in range(p0, p1):
+                        h_next[r, np.uint64(p)] = 0.0
+                for b in range(b0, b1):
+                    panel_accumulate(h_full, w_hr_panels[b], h_next, n_rows,
+                                     np.uint64(b * width),
+                                     np.uint64(min(width, out_width - b * width)), tall)
+                _copy_columns(h_next, out, row, 0, n_rows, p0, p1)
+                _copy_columns(h_next, h, 0, n_next, n_rows, p0, p1)
+                _finish_part(done, phase)
+            _wait_phase(done, phase, n_parts)
 
 
 @njit(**JIT_OPTIONS)
