@@ -384,9 +384,15 @@ def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step
 
 
 @njit(**JIT_OPTIONS)
-def _claim_part(claims, phase, n_parts, part):
-    """Whether this thread won ``part`` of ``phase`` (the first to ask)."""
-    return atomic_add(claims, (phase * n_parts + part) * 8, 1) == 0
+def _claim_part(claims, phase, n_parts, q, i, n_panels):
+    """Thread ``q``'s ``i``-th try in ``phase``: part ``(q + i) % n_parts``.
+
+    Returns ``(won, b0, b1)``: whether this thread is the first to ask for
+    that part, and the part's panels ``[b0, b1)`` of ``n_panels``.
+    """
+    part = (q + i) % n_parts
+    won = atomic_add(claims, (phase * n_parts + part) * 8, 1) == 0
+    return won, part * n_panels // n_parts, (part + 1) * n_panels // n_parts
 
 
 @njit(**JIT_OPTIONS)
@@ -460,11 +466,9 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
             gates = gx[row - gx_row0:row - gx_row0 + n_rows]
             phase = s * phases_per_step
             for i in range(n_parts):
-                part = (q + i) % n_parts
-                if not _claim_part(claims, phase, n_parts, part):
+                won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, blocks)
+                if not won:
                     continue
-                b0 = part * blocks // n_parts
-                b1 = (part + 1) * blocks // n_parts
                 for g in range(4):
                     for b in range(b0, b1):
                         panel_accumulate(h_prev, w_hh_panels[g * blocks + b], gates, n_rows,
@@ -484,11 +488,9 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                 continue
             phase += 1
             for i in range(n_parts):
-                part = (q + i) % n_parts
-                if not _claim_part(claims, phase, n_parts, part):
+                won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, out_blocks)
+                if not won:
                     continue
-                b0 = part * out_blocks // n_parts
-                b1 = (part + 1) * out_blocks // n_parts
                 p0 = b0 * width
                 p1 = min(out_width, b1 * width)
                 for r in range(n_rows):
