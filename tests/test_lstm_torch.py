@@ -612,20 +612,22 @@ def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows, whole
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
-def test_blas_path_matches_torch(dtype, packed):
+@pytest.mark.parametrize("batch,steps", [(3, 6), (1, 40)], ids=["short", "one-row"])
+def test_blas_path_matches_torch(dtype, packed, batch, steps):
     """A single direction with over 1 MiB of recurrent weights at a batch
-    under 8 rows, over too few steps for the split-units kernel, runs on BLAS
-    (here with a projection)."""
+    under 8 rows runs on BLAS over too few steps for the split-units kernel,
+    or for a single row through a projection."""
     from nblstm.lstm import _driver
 
     tm, m = make_lstm_pair(input_size=16, hidden_size=1024, proj_size=128, dtype=dtype)
     assert m._layers[0].w_hh_t is not None
-    assert _driver.plan_unidirectional(3, 6, 1024, 128, True, dtype, 2)[0] == "blas"
+    assert _driver.plan_unidirectional(batch, steps, 1024, 128, True, dtype, 2)[0] == "blas"
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((6, 3, 16)).astype(dtype)
-    hx = tuple(rng.standard_normal((1, 3, n)).astype(dtype) for n in (128, 1024))
+    x = rng.standard_normal((steps, batch, 16)).astype(dtype)
+    hx = tuple(rng.standard_normal((1, batch, n)).astype(dtype) for n in (128, 1024))
     if packed:
-        _assert_ragged_matches_torch(tm, m, x, np.array([4, 6, 1]), hx, dtype)
+        lengths = np.array([4, 6, 1]) if batch == 3 else np.array([steps])
+        _assert_ragged_matches_torch(tm, m, x, lengths, hx, dtype)
         return
     out, (h, c) = m(x, hx)
     eout, (eh, ec) = torch_lstm(tm, x, hx)
