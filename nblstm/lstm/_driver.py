@@ -15,8 +15,8 @@ Which kernels run depends only on sizes, never on the layout:
 * one direction: Numba projection, then the steps in row groups on separate
   threads, or with each step's hidden units split over the threads, or
   serially; BLAS for both products only for small batches with large
-  recurrent weights that the split cannot take (see
-  :func:`plan_unidirectional`).
+  recurrent weights where the split does not pay (short sequences, or one
+  row through a projection; see :func:`plan_unidirectional`).
 
 Mixing Numba and BLAS thread pools within one layer is avoided on purpose:
 OpenBLAS workers keep spinning after a call and take the cores a Numba
