@@ -28,10 +28,10 @@ PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
 # One direction, small weights, input enough for the parallel Numba
 # projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
-# Large recurrent weights (over 1 MiB) at a batch under 8 rows, sequences too
+# Large recurrent weights (over 2 MiB) at a batch under 8 rows, sequences too
 # short for the split-units kernel (whose threads meet every step): the BLAS
 # path.
-WIDE = dict(input_size=32, hidden_size=1024, proj_size=128, n=3, length=6)
+WIDE = dict(input_size=32, hidden_size=1024, proj_size=256, n=3, length=6)
 # One direction under 8 rows, H a multiple of the tile width: the split-units
 # kernel, whose threads meet once a step.
 SPLIT = dict(input_size=32, hidden_size=256, n=3, length=40, proj_size=96)
@@ -690,4 +690,7 @@ def test_reliability_sizes_take_the_paths_they_name():
     assert _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"],
                   proj_size=WIDE["proj_size"])._layers[0].w_hh_t is not None
     assert plan(dict(n=4, length=40, hidden_size=128)) == "split_units"  # NaN test, "split"
+    assert plan(dict(n=1, length=8, hidden_size=256)) == "split_units"  # short, enough work
+    assert plan(dict(n=1, length=24, hidden_size=128)) == "serial"
+    assert plan(dict(n=1, length=16, hidden_size=512), blas_ready=True) == "blas"
     assert plan(dict(n=4, length=33, hidden_size=128)) == "split_units"  # huge inputs

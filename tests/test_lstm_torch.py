@@ -611,20 +611,39 @@ def test_split_units_match_torch(monkeypatch, dtype, batch, small_windows, whole
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+def test_short_sequence_split_units_match_torch(dtype):
+    """Short sequences with enough recurrent work also split the hidden
+    units (8 steps of H=256 at one row), including through a projection."""
+    from nblstm.lstm import _driver
+
+    for steps, proj in ((8, 0), (12, 192)):
+        assert _driver.plan_unidirectional(1, steps, 256, proj, False, dtype, 2)[0] == "split_units"
+        tm, m = make_lstm_pair(input_size=12, hidden_size=256, proj_size=proj, dtype=dtype)
+        rng = np.random.default_rng(proj)
+        x = rng.standard_normal((steps, 1, 12)).astype(dtype)
+        hx = tuple(rng.standard_normal((1, 1, n)).astype(dtype) for n in (proj or 256, 256))
+        out, (h, c) = m(x, hx)
+        eout, (eh, ec) = torch_lstm(tm, x, hx)
+        assert_close(out, eout, dtype, "output")
+        assert_close(h, eh, dtype, "h_n")
+        assert_close(c, ec, dtype, "c_n")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
 @pytest.mark.parametrize("batch,steps", [(3, 6), (1, 40)], ids=["short", "one-row"])
 def test_blas_path_matches_torch(dtype, packed, batch, steps):
     """A single direction with over 1 MiB of recurrent weights at a batch
-    under 8 rows runs on BLAS over too few steps for the split-units kernel,
-    or for a single row through a projection."""
+    under 8 rows runs on BLAS over too few steps for the split-units kernel
+    (here over 2 MiB of them), or for a single row through a projection."""
     from nblstm.lstm import _driver
 
-    tm, m = make_lstm_pair(input_size=16, hidden_size=1024, proj_size=128, dtype=dtype)
+    tm, m = make_lstm_pair(input_size=16, hidden_size=1024, proj_size=256, dtype=dtype)
     assert m._layers[0].w_hh_t is not None
-    assert _driver.plan_unidirectional(batch, steps, 1024, 128, True, dtype, 2)[0] == "blas"
+    assert _driver.plan_unidirectional(batch, steps, 1024, 256, True, dtype, 2)[0] == "blas"
     rng = np.random.default_rng(7)
     x = rng.standard_normal((steps, batch, 16)).astype(dtype)
-    hx = tuple(rng.standard_normal((1, batch, n)).astype(dtype) for n in (128, 1024))
+    hx = tuple(rng.standard_normal((1, batch, n)).astype(dtype) for n in (256, 1024))
     if packed:
         lengths = np.array([4, 6, 1]) if batch == 3 else np.array([steps])
         _assert_ragged_matches_torch(tm, m, x, lengths, hx, dtype)

@@ -43,10 +43,15 @@ WINDOW_BYTES = 16 << 20
 #: into row groups that run on separate threads.
 ROW_GROUP_MIN_ROWS = 8
 #: Below ROW_GROUP_MIN_ROWS, a step's hidden units are split over the
-#: threads (which then meet once a step) for sequences of at least this many
-#: steps: a step saves about 2 us (B=1, H=128), waking the threads costs
-#: tens of microseconds.
+#: threads (which then meet once a step) when the sequence repays waking
+#: them (tens of microseconds): at least SPLIT_UNITS_MIN_STEPS steps, or
+#: SPLIT_UNITS_MIN_MACS recurrent multiply-adds per row (steps x 4H x P) with
+#: W_hh within SPLIT_UNITS_MIN_WEIGHT_BYTES (larger weights then stay on BLAS,
+#: which streams them faster for short sequences: B=1 H=512 T=16 0.82x on the
+#: split). Split against serial or BLAS at B=1: T=8 H=256 1.10x, T=16 H=256
+#: 1.27-1.37x, T=12 H=320 2.10x, T=32 H=128 1.05x; T=24 H=128 (1.6M) 0.98x.
 SPLIT_UNITS_MIN_STEPS = 32
+SPLIT_UNITS_MIN_MACS = 2_000_000
 #: From ROW_GROUP_MIN_ROWS rows on, the hidden units are still split (not the
 #: rows) when the recurrent weights outgrow a core's L2 cache (so each row
 #: group would stream all of them from L3 at every step) and there are few
@@ -140,7 +145,8 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     * ``"split_units"``: below that, or for large recurrent weights and few
       rows (see SPLIT_UNITS_MIN_WEIGHT_BYTES), each step's hidden units (and
       with a projection, then its output columns) split into ``parts`` of
-      whole weight panels (needs H over one panel and SPLIT_UNITS_MIN_STEPS);
+      whole weight panels (needs H over one panel and a sequence long
+      enough, see SPLIT_UNITS_MIN_STEPS);
     * ``"blas"``: otherwise (or for one row with a projection), if the layer
       is ``blas_ready`` (has more than BLAS_MIN_WEIGHT_BYTES of recurrent
       weights, which a single thread would stream alone: B=1, H=1024 ran 2x
@@ -149,9 +155,12 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     """
     width = _kernels.tile_columns(dtype)
     parts = min(threads, -(-hidden // width))
-    can_split = parts > 1 and n_steps >= SPLIT_UNITS_MIN_STEPS
+    w_hh_bytes = (proj_size or hidden) * 4 * hidden * np.dtype(dtype).itemsize
+    row_macs = n_steps * (proj_size or hidden) * 4 * hidden
+    long_enough = n_steps >= SPLIT_UNITS_MIN_STEPS or (
+        row_macs >= SPLIT_UNITS_MIN_MACS and w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
+    can_split = parts > 1 and long_enough
     if max_batch >= ROW_GROUP_MIN_ROWS:
-        w_hh_bytes = (proj_size or hidden) * 4 * hidden * np.dtype(dtype).itemsize
         if (can_split and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
                 and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
             return "split_units", parts
