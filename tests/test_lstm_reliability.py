@@ -23,8 +23,8 @@ from lstm_helpers import DTYPE_IDS, DTYPES, random_state
 BIG = dict(input_size=64, hidden_size=256, n=64, length=20)
 MED = dict(input_size=32, hidden_size=64, n=64, length=10)
 # Bidirectional layers run one thread per direction (each projecting its own
-# input); one direction of 8-63 rows runs in row groups.
-PAR = dict(input_size=32, hidden_size=64, n=8, length=10)
+# input); one direction of 8-63 rows runs in row groups (given ROW_GROUP_MIN_MACS).
+PAR = dict(input_size=32, hidden_size=64, n=8, length=40)
 # One direction, small weights, input enough for the parallel Numba
 # projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
@@ -676,6 +676,8 @@ def test_reliability_sizes_take_the_paths_they_name():
                                    blas_ready, np.float32, 2)[0]
 
     assert plan(BIG) == "row_groups"
+    assert plan(PAR) == "row_groups"  # the "groups" size of the eight-threads test
+    assert plan(dict(n=8, length=2, hidden_size=128)) == "serial"  # too little to wake threads
     assert plan(CHUNKS) == "row_groups"
     assert projects_in_parallel(CHUNKS["n"] * CHUNKS["length"], CHUNKS["input_size"],
                                 CHUNKS["hidden_size"], 2)

@@ -423,6 +423,16 @@ N_EXAMPLES_LARGE = min(15, settings().max_examples)
        mode=st.sampled_from(["padded", "packed", "packed_zero"]), with_hx=st.booleans(),
        seed=data_seeds)
 def test_large_batch_matches_torch(cfg, n, length, mode, with_hx, seed):
+    """Batches of 28-48 rows: with ROW_GROUP_MIN_MACS lifted, single
+    directions run the row-group kernel even on these small sizes."""
+    from nblstm.lstm import _driver
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_driver, "ROW_GROUP_MIN_MACS", 0)
+        _check_large_batch(cfg, n, length, mode, with_hx, seed)
+
+
+def _check_large_batch(cfg, n, length, mode, with_hx, seed):
     tm, m = make_lstm_pair(**cfg)
     dtype = cfg["dtype"]
     rng = np.random.default_rng(seed)
@@ -564,6 +574,9 @@ def test_many_projection_windows_match_torch(monkeypatch, dtype, batch, bidirect
     from nblstm.lstm import _driver
 
     monkeypatch.setattr(_driver, "WINDOW_BYTES", 3 * 4 * 12 * batch * np.dtype(dtype).itemsize)
+    monkeypatch.setattr(_driver, "ROW_GROUP_MIN_MACS", 0)  # row groups from 8 rows at any size
+    if batch >= _driver.ROW_GROUP_MIN_ROWS and not bidirectional:
+        assert _driver.plan_unidirectional(batch, 22, 12, 0, False, dtype, 2)[0] == "row_groups"
     cfg = dict(input_size=7, hidden_size=12, num_layers=2, bidirectional=bidirectional,
                proj_size=proj_size, dtype=dtype)
     tm, m = make_lstm_pair(**cfg)

@@ -40,8 +40,12 @@ from ._weights import LayerWeights
 #: Bytes of projected input (rows x 4H) held per direction and window.
 WINDOW_BYTES = 16 << 20
 #: From this many rows on (and below BLAS), one direction's batch is split
-#: into row groups that run on separate threads.
+#: into row groups that run on separate threads, given at least
+#: ROW_GROUP_MIN_MACS recurrent multiply-adds (steps x rows x 4H x P) to
+#: repay waking them. Row groups against serial steps: 2.1M (T=4 B=8 H=128,
+#: T=1 B=8 H=256) 0.96x, 0.5M 0.70x; 4.2M 1.09-1.19x, 8.4M 1.19-1.22x.
 ROW_GROUP_MIN_ROWS = 8
+ROW_GROUP_MIN_MACS = 4_000_000
 #: Below ROW_GROUP_MIN_ROWS, a step's hidden units are split over the
 #: threads (which then meet once a step) when the sequence repays waking
 #: them (tens of microseconds): at least SPLIT_UNITS_MIN_STEPS steps, or
@@ -165,7 +169,9 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
                 and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
             return "split_units", parts
         groups = min(threads, max_batch // TILE_ROWS)
-        return ("row_groups", groups) if groups > 1 else ("serial", 1)
+        if groups > 1 and max_batch * row_macs >= ROW_GROUP_MIN_MACS:
+            return "row_groups", groups
+        return "serial", 1
     # One row through a projection: BLAS streams the large weights faster
     # (B=1 H=1024 P=256: BLAS 1.1-1.25x the split; from B=2 the split is level
     # or faster: B=2 H=640 P=160 1.03x, B=4 H=1024 P=256 1.9x).
