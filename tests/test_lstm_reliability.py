@@ -141,7 +141,7 @@ def test_huge_inputs_cell(dtype):
     (dict(num_layers=2, bidirectional=True), "packed"),
     (dict(num_layers=2, bidirectional=True, proj_size=4), "big"),
     (dict(num_layers=2), "split"),
-    (dict(num_layers=2, proj_size=72), "split"),
+    (dict(num_layers=2, proj_size=100), "split"),
 ], ids=["plain", "3L-bi-proj", "2L-bi-bf", "2L-bi-packed", "big", "split-units",
         "split-units-proj"])
 def test_nan_stays_in_its_sequence(dtype, kw, layout):
@@ -696,3 +696,4 @@ def test_reliability_sizes_take_the_paths_they_name():
     assert plan(dict(n=1, length=24, hidden_size=128)) == "serial"
     assert plan(dict(n=1, length=16, hidden_size=512), blas_ready=True) == "blas"
     assert plan(dict(n=4, length=33, hidden_size=128)) == "split_units"  # huge inputs
+    assert plan(dict(n=5, length=40, hidden_size=128), 100) == "split_units"  # NaN, projected

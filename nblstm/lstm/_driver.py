@@ -48,10 +48,10 @@ ROW_GROUP_MIN_ROWS = 8
 ROW_GROUP_MIN_MACS = 4_000_000
 #: Below ROW_GROUP_MIN_ROWS, a step's hidden units are split over the
 #: threads (which then meet once a step) when the sequence repays waking
-#: them (tens of microseconds): at least SPLIT_UNITS_MIN_STEPS steps, or
-#: SPLIT_UNITS_MIN_MACS recurrent multiply-adds per row (steps x 4H x P) with
-#: W_hh within SPLIT_UNITS_MIN_WEIGHT_BYTES (larger weights then stay on BLAS,
-#: which streams them faster for short sequences: B=1 H=512 T=16 0.82x on the
+#: them (tens of microseconds): SPLIT_UNITS_MIN_MACS recurrent multiply-adds
+#: per row (steps x 4H x P), over at least SPLIT_UNITS_MIN_STEPS steps or with
+#: W_hh within SPLIT_UNITS_MIN_WEIGHT_BYTES (larger weights stay on BLAS for
+#: short sequences, which it streams faster: B=1 H=512 T=16 0.82x on the
 #: split). Split against serial or BLAS at B=1: T=8 H=256 1.10x, T=16 H=256
 #: 1.27-1.37x, T=12 H=320 2.10x, T=32 H=128 1.05x; T=24 H=128 (1.6M) 0.98x.
 SPLIT_UNITS_MIN_STEPS = 32
@@ -161,8 +161,8 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     parts = min(threads, -(-hidden // width))
     w_hh_bytes = (proj_size or hidden) * 4 * hidden * np.dtype(dtype).itemsize
     row_macs = n_steps * (proj_size or hidden) * 4 * hidden
-    long_enough = n_steps >= SPLIT_UNITS_MIN_STEPS or (
-        row_macs >= SPLIT_UNITS_MIN_MACS and w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
+    long_enough = row_macs >= SPLIT_UNITS_MIN_MACS and (
+        n_steps >= SPLIT_UNITS_MIN_STEPS or w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
     can_split = parts > 1 and long_enough
     if max_batch >= ROW_GROUP_MIN_ROWS:
         if (can_split and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
