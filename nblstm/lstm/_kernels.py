@@ -253,15 +253,16 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks):
 def project_rows(x, w_ih_panels, bias, gx, n_blocks):
     """``gx[:n] = x @ w_ih + bias`` for the ``n`` rows of ``x`` (serial);
     ``w_ih_panels`` holds ``n_blocks`` column blocks (see
-    :func:`matmul_accumulate`)."""
+    :func:`matmul_accumulate`). A chunk's rows get the bias just before its
+    product, so they are still in cache when the tiles add to them."""
     prefer_vector_width()
     n_rows = x.shape[0]
     n_cols = np.uint64(gx.shape[1])
-    for r in range(n_rows):
-        for j in range(n_cols):
-            gx[r, j] = bias[j]
     for lo in range(0, n_rows, PROJECTION_CHUNK_ROWS):
         hi = min(n_rows, lo + PROJECTION_CHUNK_ROWS)
+        for r in range(lo, hi):
+            for j in range(n_cols):
+                gx[r, j] = bias[j]
         matmul_accumulate(x[lo:hi], w_ih_panels, gx[lo:hi], hi - lo, hi - lo >= TALL_TILE_ROWS,
                           n_blocks)
 
