@@ -143,9 +143,10 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
 
     Returns ``(kind, parts)`` with ``kind`` one of
 
-    * ``"row_groups"``: from ROW_GROUP_MIN_ROWS rows, the batch split into
-      ``parts`` groups of rows (measured here against BLAS for both products:
-      B=32..256, H=256..2048 level or up to 1.2x faster);
+    * ``"row_groups"``: from ROW_GROUP_MIN_ROWS rows (and ROW_GROUP_MIN_MACS
+      of work), the batch split into ``parts`` groups of rows (measured here
+      against BLAS for both products: B=32..256, H=256..2048 level or up to
+      1.2x faster);
     * ``"split_units"``: below that, or for large recurrent weights and few
       rows (see SPLIT_UNITS_MIN_WEIGHT_BYTES), each step's hidden units (and
       with a projection, then its output columns) split into ``parts`` of
@@ -219,6 +220,7 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                 _run_steps_blas(gx, r0, t0, t1, batch_sizes, step_offsets, h[0], c[0],
                                 layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
                 continue
+            # The weight panels hold 4 column blocks: the gates.
             if parallel_projection:
                 _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, 4, threads)
             else:
