@@ -412,6 +412,7 @@ def _wait_phase(done, phase, n_parts):
 @njit(**JIT_OPTIONS)
 def _copy_columns(src, dst, dst_row0, row_lo, row_hi, col_lo, col_hi):
     """``dst[dst_row0 + r, col_lo:col_hi] = src[r, col_lo:col_hi]`` for r in [row_lo, row_hi)."""
+    prefer_vector_width()
     for r in range(row_lo, row_hi):
         for u in range(col_lo, col_hi):
             dst[dst_row0 + r, np.uint64(u)] = src[r, np.uint64(u)]
