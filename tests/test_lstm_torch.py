@@ -636,11 +636,7 @@ def test_short_sequence_split_units_match_torch(dtype):
         rng = np.random.default_rng(proj)
         x = rng.standard_normal((steps, 1, 12)).astype(dtype)
         hx = tuple(rng.standard_normal((1, 1, n)).astype(dtype) for n in (proj or 256, 256))
-        out, (h, c) = m(x, hx)
-        eout, (eh, ec) = torch_lstm(tm, x, hx)
-        assert_close(out, eout, dtype, "output")
-        assert_close(h, eh, dtype, "h_n")
-        assert_close(c, ec, dtype, "c_n")
+        _assert_matches_torch(m, tm, x, hx, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -662,8 +658,4 @@ def test_blas_path_matches_torch(dtype, packed, batch, steps):
         lengths = np.array([4, 6, 1]) if batch == 3 else np.array([steps])
         _assert_ragged_matches_torch(tm, m, x, lengths, hx, dtype)
         return
-    out, (h, c) = m(x, hx)
-    eout, (eh, ec) = torch_lstm(tm, x, hx)
-    assert_close(out, eout, dtype, "output")
-    assert_close(h, eh, dtype, "h_n")
-    assert_close(c, ec, dtype, "c_n")
+    _assert_matches_torch(m, tm, x, hx, dtype)
