@@ -308,13 +308,14 @@ def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
 
 
 @njit(**JIT_OPTIONS)
-def copy_rows_to_output(h, out, out_row, out_col, row_lo, row_hi):
-    """``out[out_row + r, out_col:out_col + P] = h[r]`` for r in [row_lo, row_hi)."""
+def copy_block(src, dst, dst_row, dst_col, row_lo, row_hi, col_lo, col_hi):
+    """``dst[dst_row + r, dst_col + p] = src[r, p]`` for r in [row_lo, row_hi),
+    p in [col_lo, col_hi): rows of a state into the output, or into ``h``."""
     prefer_vector_width()
-    col = np.uint64(out_col)
+    col = np.uint64(dst_col)
     for r in range(row_lo, row_hi):
-        for p in range(h.shape[1]):
-            out[out_row + r, col + np.uint64(p)] = h[r, p]
+        for p in range(col_lo, col_hi):
+            dst[dst_row + r, col + np.uint64(p)] = src[r, np.uint64(p)]
 
 
 @njit(**JIT_OPTIONS)
@@ -336,7 +337,8 @@ def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_ro
         h[:n_rows] = 0.0
         matmul_accumulate(h_full, w_hr_panels, h, n_rows, n_rows >= TALL_MIN_ROWS,
                           np.int64(1))
-    copy_rows_to_output(h, out, out_row, out_col, np.int64(0), n_rows)
+    zero = np.int64(0)
+    copy_block(h, out, out_row, out_col, zero, n_rows, zero, h.shape[1])
 
 
 @njit(**JIT_OPTIONS)
@@ -409,15 +411,6 @@ def _wait_phase(done, phase, n_parts):
         spin_pause()
 
 
-@njit(**JIT_OPTIONS)
-def _copy_columns(src, dst, dst_row0, row_lo, row_hi, col_lo, col_hi):
-    """``dst[dst_row0 + r, col_lo:col_hi] = src[r, col_lo:col_hi]`` for r in [row_lo, row_hi)."""
-    prefer_vector_width()
-    for r in range(row_lo, row_hi):
-        for u in range(col_lo, col_hi):
-            dst[dst_row0 + r, np.uint64(u)] = src[r, np.uint64(u)]
-
-
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c,
                           w_hh_panels, w_hr_panels, h_full, h_steps, claims, done, out, n_parts):
@@ -455,6 +448,7 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     has_proj = w_hr_panels.shape[0] > 0
     phases_per_step = 2 if has_proj else 1
     n_steps = step_hi - step_lo
+    zero = np.int64(0)
     h_steps[0, :h.shape[0]] = h
     for q in prange(n_parts):
         for s in range(n_steps):
@@ -482,8 +476,8 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                 for r in range(n_rows):
                     cell_update_row(gates, c, cell_out, r, u0, u1)
                 if not has_proj:
-                    _copy_columns(h_next, out, row, 0, n_rows, u0, u1)
-                    _copy_columns(h_next, h, 0, n_next, n_rows, u0, u1)
+                    copy_block(h_next, out, row, zero, zero, n_rows, u0, u1)
+                    copy_block(h_next, h, zero, zero, n_next, n_rows, u0, u1)
                 _finish_part(done, phase)
             _wait_phase(done, phase, n_parts)
             if not has_proj:
@@ -502,8 +496,8 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                     panel_accumulate(h_full, w_hr_panels[b], h_next, n_rows,
                                      np.uint64(b * width),
                                      np.uint64(min(width, out_width - b * width)), tall)
-                _copy_columns(h_next, out, row, 0, n_rows, p0, p1)
-                _copy_columns(h_next, h, 0, n_next, n_rows, p0, p1)
+                copy_block(h_next, out, row, zero, zero, n_rows, p0, p1)
+                copy_block(h_next, h, zero, zero, n_next, n_rows, p0, p1)
                 _finish_part(done, phase)
             _wait_phase(done, phase, n_parts)
 
@@ -522,12 +516,13 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row):
     prefer_vector_width()
     hidden = c.shape[1]
     n_cols = gates.shape[1]
+    zero = np.int64(0)
     for r in range(n_rows):
         for j in range(n_cols):
             gates[r, j] += gx[gx_lo + r, j]
-        cell_update_row(gates, c, h_full, r, np.int64(0), hidden)
+        cell_update_row(gates, c, h_full, r, zero, hidden)
         if emit:
-            copy_rows_to_output(h_full, out, out_row, np.int64(0), r, r + 1)
+            copy_block(h_full, out, out_row, zero, r, r + 1, zero, h_full.shape[1])
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
