@@ -3,8 +3,10 @@
 nblstm's kernels run on Numba's thread pool (``prange``), the input
 projection included. Only one case uses BLAS (NumPy's OpenBLAS) instead: a
 single direction with over 1 MiB of recurrent weights at a batch under 8 rows
-that the split-units kernel cannot take; such a layer then runs all its
-products on BLAS. So within a layer one pool runs at a time, and no BLAS
+where splitting its hidden units over the threads does not pay (a short
+sequence, or one row through a projection; see
+``lstm._driver.plan_unidirectional``); such a layer then runs all its products
+on BLAS. So within a layer one pool runs at a time, and no BLAS
 worker is left spinning on the cores a Numba kernel needs next.
 """
 

@@ -39,7 +39,7 @@ from ._weights import LayerWeights
 
 #: Bytes of projected input (rows x 4H) held per direction and window.
 WINDOW_BYTES = 16 << 20
-#: From this many rows on (and below BLAS), one direction's batch is split
+#: From this many rows on, one direction's batch is split
 #: into row groups that run on separate threads, given at least
 #: ROW_GROUP_MIN_MACS recurrent multiply-adds (steps x rows x 4H x P) to
 #: repay waking them. Row groups against serial steps: 2.1M (T=4 B=8 H=128,
