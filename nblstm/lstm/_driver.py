@@ -37,7 +37,8 @@ from . import _kernels
 from ._kernels import TILE_ROWS
 from ._weights import LayerWeights
 
-#: Bytes of projected input (rows x 4H) held per direction and window.
+#: Bytes of projected input (rows x 4H) held per direction and window (a
+#: window may exceed it by one step's rows, see :func:`plan_windows`).
 WINDOW_BYTES = 16 << 20
 #: From this many rows on, one direction's batch is split
 #: into row groups that run on separate threads, given at least
@@ -74,10 +75,35 @@ SPLIT_UNITS_MIN_BYTES_PER_ROW = 96 << 10
 PARALLEL_PROJECTION_MIN_MACS = 2_000_000
 
 
-def window_steps(max_batch: int, hidden_size: int, itemsize: int) -> int:
-    """How many time steps one projection window holds."""
-    row_bytes = 4 * hidden_size * itemsize
-    return max(1, WINDOW_BYTES // (row_bytes * max(1, max_batch)))
+def plan_windows(step_offsets: np.ndarray, hidden_size: int, itemsize: int
+                 ) -> List[Tuple[int, int]]:
+    """The projection windows: consecutive step ranges ``(t0, t1)`` covering
+    all steps, with nearly equal row counts.
+
+    As few windows as WINDOW_BYTES of projected input (rows x 4H) allows,
+    cut where the running row count crosses a multiple of ``total / n``:
+    each window holds at most ``ceil(total / n)`` rows plus one step's, so
+    the scratch stays bounded however long the sequences are. Equal rows
+    (not equal steps) matter for a ragged batch run in both directions at
+    once: the forward direction takes window ``k`` while the reverse one
+    takes window ``n - 1 - k``, and on equal steps one of them would hold the
+    crowded early steps while the other waits on the sparse late ones (in
+    the packed bidirectional benchmark case, float32, the busier direction
+    of each window pair added up to 1.57x the batch's rows).
+    """
+    n_steps = step_offsets.shape[0] - 1
+    total = int(step_offsets[-1])
+    capacity = max(1, WINDOW_BYTES // (4 * hidden_size * itemsize))
+    n_windows = max(1, -(-total // capacity))
+    cuts = np.arange(1, n_windows, dtype=np.int64) * total // n_windows
+    # The first step whose offset reaches each cut; repeats (steps of many rows) merge.
+    bounds = np.unique(np.concatenate(([0], np.searchsorted(step_offsets, cuts), [n_steps])))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def _window_rows(step_offsets: np.ndarray, windows: List[Tuple[int, int]]) -> int:
+    """Rows of the largest window (the projection buffer's size)."""
+    return max(int(step_offsets[t1] - step_offsets[t0]) for t0, t1 in windows)
 
 
 def _window_input(x: np.ndarray, t0: int, t1: int, r0: int, r1: int) -> np.ndarray:
@@ -113,21 +139,16 @@ def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h,
             out[row:row + n_rows, :width] = h[:n_rows]
 
 
-def _windows(n_steps: int, steps: int) -> List[Tuple[int, int]]:
-    return [(t0, min(t0 + steps, n_steps)) for t0 in range(0, n_steps, steps)]
-
-
 def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
     """Both directions at once, one thread each, window by window: the
     forward direction takes the windows from the start, the reverse one from
-    the end. Each thread projects its own window's input."""
-    n_steps = batch_sizes.shape[0]
-    max_batch = int(batch_sizes[0])
-    steps = window_steps(max_batch, c.shape[2], out.itemsize)
-    gx = aligned_empty((2, min(steps, n_steps) * max_batch, 4 * c.shape[2]), out.dtype)
+    the end (windows of equal rows, see :func:`plan_windows`). Each thread
+    projects its own window's input."""
+    windows = plan_windows(step_offsets, c.shape[2], out.itemsize)
+    gx = aligned_empty((2, _window_rows(step_offsets, windows), 4 * c.shape[2]), out.dtype)
     with parallel_section():
-        for t0, t1 in _windows(n_steps, steps):
-            spans = [(t0, t1), (n_steps - t1, n_steps - t0)]
+        for k, forward_span in enumerate(windows):
+            spans = [forward_span, windows[-1 - k]]
             x_rows = [_window_input(x, a, b, int(step_offsets[a]), int(step_offsets[b]))
                       for a, b in spans]
             t_lo = np.array([a for a, _ in spans], dtype=np.int64)
@@ -196,8 +217,9 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     n_steps = batch_sizes.shape[0]
     max_batch = int(batch_sizes[0])
     hidden = c.shape[2]
-    steps = window_steps(max_batch, hidden, out.itemsize)
-    gx = aligned_empty((min(steps, n_steps) * max_batch, 4 * hidden), out.dtype)
+    windows = plan_windows(step_offsets, hidden, out.itemsize)
+    window_rows = _window_rows(step_offsets, windows)
+    gx = aligned_empty((window_rows, 4 * hidden), out.dtype)
     threads = get_num_threads()
     has_proj = layer.w_hr_panels.shape[1] > 0
     kind, parts = plan_unidirectional(max_batch, n_steps, hidden, h.shape[2] if has_proj else 0,
@@ -205,13 +227,13 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     use_blas = kind == "blas"
     gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
     h_steps = aligned_empty((2,) + h.shape[1:], h.dtype) if kind == "split_units" else None
-    parallel_projection = projects_in_parallel(int(step_offsets[min(steps, n_steps)]),
-                                               layer.w_ih_panels.shape[2], hidden, threads)
+    parallel_projection = projects_in_parallel(window_rows, layer.w_ih_panels.shape[2], hidden,
+                                               threads)
     # Numba's thread count is only set (a few microseconds) when a parallel
     # kernel will run: small serial forwards are dominated by such costs.
     parallel = not use_blas and (parts > 1 or parallel_projection)
     with parallel_section() if parallel else contextlib.nullcontext():
-        for t0, t1 in _windows(n_steps, steps):
+        for t0, t1 in windows:
             r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
             x_rows = _window_input(x, t0, t1, r0, r1)
             if use_blas:

@@ -1,0 +1,58 @@
+"""The projection windows (``_driver.plan_windows``): they cover every step
+once, hold a bounded number of rows, and hold nearly equal rows, so that the
+two directions of a bidirectional layer (window ``k`` forward against window
+``n - 1 - k`` reverse) get the same work."""
+
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+from nblstm.lstm import _driver
+from nblstm.packing import step_offsets
+
+
+def _batch_sizes(lengths):
+    lengths = np.asarray(lengths)
+    return np.array([(lengths > t).sum() for t in range(int(lengths.max()))], dtype=np.int64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 60), min_size=1, max_size=40), st.integers(1, 400))
+def test_windows_cover_steps_with_bounded_equal_rows(lengths, capacity):
+    hidden, itemsize = 3, 4
+    batch_sizes = _batch_sizes(lengths)
+    offsets = step_offsets(batch_sizes)
+    total, max_batch = int(offsets[-1]), int(batch_sizes[0])
+    old = _driver.WINDOW_BYTES
+    _driver.WINDOW_BYTES = capacity * 4 * hidden * itemsize
+    try:
+        windows = _driver.plan_windows(offsets, hidden, itemsize)
+    finally:
+        _driver.WINDOW_BYTES = old
+    bounds = [t0 for t0, _ in windows] + [windows[-1][1]]
+    assert bounds[0] == 0 and bounds[-1] == batch_sizes.shape[0]
+    assert all(t0 < t1 for t0, t1 in windows)
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    rows = np.array([offsets[t1] - offsets[t0] for t0, t1 in windows])
+    n = -(-total // capacity)  # windows wanted; steps too large to split merge some
+    assert len(windows) <= n
+    share = -(-total // n)
+    assert rows.max() <= share + max_batch - 1 <= capacity + max_batch - 1
+    # Equal rows: what tells two windows apart is at most a step's rows at each end.
+    assert rows.max() - rows.min() <= 2 * max_batch - 1
+
+
+def test_ragged_bidirectional_windows_pair_equal_rows(monkeypatch):
+    """A ragged batch like the benchmark's (32 sequences of 20..200 steps)
+    over windows of 1000 rows: paired windows differ by under two steps'
+    rows. (Windows of equal step counts gave the benchmark case's forward
+    direction 2817 rows in its first window against the reverse one's 1039.)"""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 201, 32)
+    lengths[0] = 200
+    offsets = step_offsets(_batch_sizes(lengths))
+    monkeypatch.setattr(_driver, "WINDOW_BYTES", 1000 * 4 * 8 * 4)
+    windows = _driver.plan_windows(offsets, 8, 4)
+    rows = [int(offsets[t1] - offsets[t0]) for t0, t1 in windows]
+    assert len(windows) == -(-int(offsets[-1]) // 1000) > 1
+    for k in range(len(windows)):
+        assert abs(rows[k] - rows[-1 - k]) < 2 * 32
