@@ -56,3 +56,37 @@ def test_ragged_bidirectional_windows_pair_equal_rows(monkeypatch):
     assert len(windows) == -(-int(offsets[-1]) // 1000) > 1
     for k in range(len(windows)):
         assert abs(rows[k] - rows[-1 - k]) < 2 * 32
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=70), st.integers(2, 8), st.data())
+def test_row_groups_are_whole_tiles_of_equal_work(lengths, n_groups, data):
+    """Row groups cover the batch, cut at whole tiles, and their work (tile
+    passes: steps in which any row of a tile is active) is as equal as whole
+    tiles allow: no group exceeds the ideal share by more than the busiest
+    tile's passes."""
+    tile = _driver.TILE_ROWS
+    batch = len(lengths)
+    batch_sizes = _batch_sizes(sorted(lengths, reverse=True))
+    n_steps = batch_sizes.shape[0]
+    t0 = data.draw(st.integers(0, n_steps - 1))
+    t1 = data.draw(st.integers(t0 + 1, n_steps))
+    bounds = _driver.plan_row_groups(batch_sizes, t0, t1, batch, n_groups)
+    assert bounds.dtype == np.int64
+    assert bounds[0] == 0 and bounds[-1] == batch and np.all(np.diff(bounds) > 0)
+    assert len(bounds) - 1 <= n_groups
+    assert all(b % tile == 0 for b in bounds[1:-1])
+    steps = batch_sizes[t0:t1]
+
+    def work(lo, hi):
+        return sum(-(-max(0, min(int(n), hi) - lo) // tile) for n in steps)
+
+    works = [work(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    busiest_tile = len(steps)
+    assert max(works) <= sum(works) / n_groups + busiest_tile
+
+
+def test_row_groups_of_equal_lengths_halve_the_batch():
+    """A padded batch (every row active at every step) splits into equal halves."""
+    bounds = _driver.plan_row_groups(np.full(50, 64, np.int64), 0, 50, 64, 2)
+    assert bounds.tolist() == [0, 32, 64]

@@ -527,25 +527,20 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row):
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets,
-                         h, c, w_hh_panels, w_hr_panels, h_full, out, n_groups):
+                         h, c, w_hh_panels, w_hr_panels, h_full, out, row_bounds):
     """As :func:`run_steps` for a single (forward) direction, with the batch
-    split into ``n_groups`` row groups that run in parallel, each through all
-    the window's steps.
+    split into row groups ``[row_bounds[q], row_bounds[q + 1])`` that run in
+    parallel, each through all the window's steps.
 
     Sequences never interact, so the groups need no synchronisation: one
-    parallel region per window instead of one per step. Groups are whole
-    4-row tiles where the batch allows. At step ``t`` a group works on its
-    rows below ``batch_sizes[t]``.
+    parallel region per window instead of one per step. At step ``t`` a
+    group works on its rows below ``batch_sizes[t]`` (the driver sizes the
+    groups for equal work, see ``_driver.plan_row_groups``).
     """
     prefer_vector_width()
-    batch = h.shape[0]
-    size = (batch + n_groups - 1) // n_groups
-    if batch >= 4 * n_groups:
-        size = (size + 3) // 4 * 4
-    n_parts = (batch + size - 1) // size
-    for q in prange(n_parts):
-        lo = q * size
-        hi = min(batch, lo + size)
+    for q in prange(row_bounds.shape[0] - 1):
+        lo = row_bounds[q]
+        hi = row_bounds[q + 1]
         for s in range(step_hi - step_lo):
             t = step_lo + s
             n_rows = min(batch_sizes[t], hi) - lo
