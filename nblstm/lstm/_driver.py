@@ -94,7 +94,9 @@ def plan_windows(step_offsets: np.ndarray, hidden_size: int, itemsize: int
     n_steps = step_offsets.shape[0] - 1
     total = int(step_offsets[-1])
     capacity = max(1, WINDOW_BYTES // (4 * hidden_size * itemsize))
-    n_windows = max(1, -(-total // capacity))
+    n_windows = -(-total // capacity)
+    if n_windows <= 1:  # the common case, without the array work below (tens of us)
+        return [(0, n_steps)]
     cuts = np.arange(1, n_windows, dtype=np.int64) * total // n_windows
     # The first step whose offset reaches each cut; repeats (steps of many rows) merge.
     bounds = np.unique(np.concatenate(([0], np.searchsorted(step_offsets, cuts), [n_steps])))
