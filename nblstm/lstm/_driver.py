@@ -167,9 +167,9 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     Returns ``(kind, parts)`` with ``kind`` one of
 
     * ``"row_groups"``: from ROW_GROUP_MIN_ROWS rows (and ROW_GROUP_MIN_MACS
-      of work), the batch split into ``parts`` groups of rows (measured here
-      against BLAS for both products: B=32..256, H=256..2048 level or up to
-      1.2x faster);
+      of work), the batch split into up to ``parts`` groups of rows of equal
+      work (:func:`plan_row_groups`; measured here against BLAS for both
+      products: B=32..256, H=256..2048 level or up to 1.2x faster);
     * ``"split_units"``: below that, or for large recurrent weights and few
       rows (see SPLIT_UNITS_MIN_WEIGHT_BYTES), each step's hidden units (and
       with a projection, then its output columns) split into ``parts`` of
