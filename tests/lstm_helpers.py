@@ -123,6 +123,13 @@ def unpack(data, batch_sizes, sorted_indices=None, n=None, total_length=None):
     return out
 
 
+def ragged_batch_sizes(lengths):
+    """``batch_sizes`` of sequences of these lengths, counted naively: at
+    step ``t``, how many are longer than ``t``."""
+    lengths = np.asarray(lengths)
+    return np.array([(lengths > t).sum() for t in range(int(lengths.max()))], dtype=np.int64)
+
+
 def lengths_mask(lengths, t_max):
     """(T, N) boolean mask of valid (non-padding) steps."""
     lengths = np.asarray(lengths)

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import naive_lstm as naive
+from lstm_helpers import ragged_batch_sizes
 from nblstm._memory import CACHE_LINE_BYTES, aligned_copy, aligned_empty, aligned_zeros
 from nblstm.lstm import _kernels
 from nblstm.lstm._driver import _run_steps_blas
@@ -114,7 +115,7 @@ def test_matmul_accumulate(n_rows, inner, block_cols, n_blocks, dtype, tall, see
 def _ragged_steps(lengths):
     """Sorted lengths, their batch sizes and offset table, steps and rows."""
     lengths = np.sort(np.array(lengths))[::-1]
-    batch_sizes = np.array([(lengths > t).sum() for t in range(lengths.max())], dtype=np.int64)
+    batch_sizes = ragged_batch_sizes(lengths)
     offsets = step_offsets(batch_sizes)
     return lengths, batch_sizes, offsets, len(batch_sizes), int(offsets[-1])
 

@@ -6,20 +6,16 @@ two directions of a bidirectional layer (window ``k`` forward against window
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
+from lstm_helpers import ragged_batch_sizes
 from nblstm.lstm import _driver
 from nblstm.packing import step_offsets
-
-
-def _batch_sizes(lengths):
-    lengths = np.asarray(lengths)
-    return np.array([(lengths > t).sum() for t in range(int(lengths.max()))], dtype=np.int64)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 60), min_size=1, max_size=40), st.integers(1, 400))
 def test_windows_cover_steps_with_bounded_equal_rows(lengths, capacity):
     hidden, itemsize = 3, 4
-    batch_sizes = _batch_sizes(lengths)
+    batch_sizes = ragged_batch_sizes(lengths)
     offsets = step_offsets(batch_sizes)
     total, max_batch = int(offsets[-1]), int(batch_sizes[0])
     old = _driver.WINDOW_BYTES
@@ -49,7 +45,7 @@ def test_ragged_bidirectional_windows_pair_equal_rows(monkeypatch):
     rng = np.random.default_rng(0)
     lengths = rng.integers(20, 201, 32)
     lengths[0] = 200
-    offsets = step_offsets(_batch_sizes(lengths))
+    offsets = step_offsets(ragged_batch_sizes(lengths))
     monkeypatch.setattr(_driver, "WINDOW_BYTES", 1000 * 4 * 8 * 4)
     windows = _driver.plan_windows(offsets, 8, 4)
     rows = [int(offsets[t1] - offsets[t0]) for t0, t1 in windows]
@@ -67,7 +63,7 @@ def test_row_groups_are_whole_tiles_of_equal_work(lengths, n_groups, data):
     tile's passes."""
     tile = _driver.TILE_ROWS
     batch = len(lengths)
-    batch_sizes = _batch_sizes(sorted(lengths, reverse=True))
+    batch_sizes = ragged_batch_sizes(sorted(lengths, reverse=True))
     n_steps = batch_sizes.shape[0]
     t0 = data.draw(st.integers(0, n_steps - 1))
     t1 = data.draw(st.integers(t0 + 1, n_steps))
