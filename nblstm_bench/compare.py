@@ -107,12 +107,30 @@ def blas_warning() -> Optional[str]:
     )
 
 
+def source_commit(module) -> Optional[str]:
+    """``git describe``-style id of the checkout ``module`` was imported from
+    (``abc1234`` or ``abc1234-dirty``), or None outside a git checkout."""
+    folder = os.path.dirname(os.path.abspath(getattr(module, "__file__", "") or "."))
+    try:
+        head = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        status = subprocess.run(["git", "-C", folder, "status", "--porcelain", "--", "."],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
+
+
 def versions() -> str:
     out = [f"python {platform.python_version()}", f"numpy {np.__version__}"]
     for mod in ("numba", "torch", "onnxruntime", "nblstm"):
         m = sys.modules.get(mod)
         if m is not None:
-            out.append(f"{mod} {getattr(m, '__version__', '?')}")
+            commit = source_commit(m) if mod == "nblstm" else None
+            out.append(f"{mod} {getattr(m, '__version__', '?')}"
+                       + (f" (commit {commit})" if commit else ""))
     try:
         import numba
 
