@@ -108,8 +108,9 @@ def blas_warning() -> Optional[str]:
 
 
 def source_commit(module) -> Optional[str]:
-    """``git describe``-style id of the checkout ``module`` was imported from
-    (``abc1234`` or ``abc1234-dirty``), or None outside a git checkout."""
+    """The short commit id of the git checkout ``module`` was imported from
+    (``abc1234``, or ``abc1234-dirty`` with uncommitted changes under the
+    module's folder), or None outside a git checkout or without git."""
     folder = os.path.dirname(os.path.abspath(getattr(module, "__file__", "") or "."))
     try:
         head = subprocess.run(["git", "-C", folder, "rev-parse", "--short", "HEAD"],

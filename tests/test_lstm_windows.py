@@ -1,7 +1,10 @@
-"""The projection windows (``_driver.plan_windows``): they cover every step
-once, hold a bounded number of rows, and hold nearly equal rows, so that the
-two directions of a bidirectional layer (window ``k`` forward against window
-``n - 1 - k`` reverse) get the same work."""
+"""How the driver shares work out on ragged batches.
+
+Projection windows (``_driver.plan_windows``) cover every step once, hold a
+bounded number of rows, and hold nearly equal rows, so that the two
+directions of a bidirectional layer (window ``k`` forward against window
+``n - 1 - k`` reverse) get the same work. Row groups
+(``_driver.plan_row_groups``) are whole tiles of nearly equal work."""
 
 import numpy as np
 from hypothesis import given, settings, strategies as st
