@@ -7,6 +7,7 @@ directions of a bidirectional layer (window ``k`` forward against window
 (``_driver.plan_row_groups``) are whole tiles of nearly equal work."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from lstm_helpers import ragged_batch_sizes
@@ -21,12 +22,9 @@ def test_windows_cover_steps_with_bounded_equal_rows(lengths, capacity):
     batch_sizes = ragged_batch_sizes(lengths)
     offsets = step_offsets(batch_sizes)
     total, max_batch = int(offsets[-1]), int(batch_sizes[0])
-    old = _driver.WINDOW_BYTES
-    _driver.WINDOW_BYTES = capacity * 4 * hidden * itemsize
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_driver, "WINDOW_BYTES", capacity * 4 * hidden * itemsize)
         windows = _driver.plan_windows(offsets, hidden, itemsize)
-    finally:
-        _driver.WINDOW_BYTES = old
     bounds = [t0 for t0, _ in windows] + [windows[-1][1]]
     assert bounds[0] == 0 and bounds[-1] == batch_sizes.shape[0]
     assert all(t0 < t1 for t0, t1 in windows)
