@@ -86,3 +86,21 @@ def spin_pause(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+@intrinsic
+def fused_multiply_add(typingctx, a, b, c):
+    """``a * b + c`` with one rounding (``llvm.fma``), for three float32 or
+    three float64 scalars: the result does not depend on whether LLVM
+    contracts, so a NumPy twin can reproduce it exactly."""
+    if not (a == b == c and isinstance(a, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ll_type = context.get_value_type(signature.args[0])
+        fn = cgutils.get_or_insert_function(builder.module,
+                                            ir.FunctionType(ll_type, [ll_type] * 3),
+                                            f"llvm.fma.{'f32' if ll_type == ir.FloatType() else 'f64'}")
+        return builder.call(fn, list(args))
+
+    return a(a, b, c), codegen

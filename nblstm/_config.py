@@ -40,17 +40,23 @@ PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)
 INLINE_JIT_OPTIONS = dict(fastmath=FASTMATH_FLAGS, error_model="numpy")
 
 
-def _target_has_avx512() -> bool:
-    """Whether Numba compiles for a CPU with AVX-512F (host, or as overridden
-    by ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``)."""
+def target_features() -> dict:
+    """The CPU features Numba compiles for: the host's, or as overridden by
+    ``NUMBA_CPU_FEATURES`` (``+avx512f,+avx512vnni,...``) or a
+    ``NUMBA_CPU_NAME`` other than ``host`` (then only the listed ones, or none)."""
     features = os.environ.get("NUMBA_CPU_FEATURES", "")
     if features:
-        return "+avx512f" in features.split(",")
+        return {f[1:]: f[0] == "+" for f in features.split(",") if f[:1] in "+-" and f[1:]}
     if os.environ.get("NUMBA_CPU_NAME", "host") != "host":
-        return False
+        return {}
     from llvmlite import binding
 
-    return bool(binding.get_host_cpu_features().get("avx512f", False))
+    return dict(binding.get_host_cpu_features())
+
+
+def _target_has_avx512() -> bool:
+    """Whether Numba compiles for a CPU with AVX-512F."""
+    return bool(target_features().get("avx512f", False))
 
 
 #: Vector width (bits) the hot kernels ask LLVM for, or 0 for its default.

@@ -15,6 +15,9 @@ from nblstm.lstm._weights import column_panels
 from nblstm.packing import step_offsets
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}
+#: The float formats' scratch (they need none) and an absent fixed range.
+FLOAT_SCRATCH = 0
+NO_RANGE = np.empty(0, np.float32)
 dtypes = st.sampled_from([np.float32, np.float64])
 
 
@@ -107,7 +110,7 @@ def test_matmul_accumulate(n_rows, inner, block_cols, n_blocks, dtype, tall, see
     out = _rand(rng, (a.shape[0], cols), dtype)
     expected = out.copy()
     naive.matmul_accumulate(a, b_panels, expected, n_rows, n_blocks)
-    _kernels.matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks)
+    _kernels.matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks, FLOAT_SCRATCH)
     np.testing.assert_allclose(out, expected, rtol=0, atol=TOLERANCE[dtype] * inner * 4)
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
@@ -145,7 +148,8 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
         h_full = np.empty_like(cc) if proj else hh
         weights = (w_hh_t, w_hr_t) if impl is naive else (column_panels(w_hh_t, blocks=4),
                                                            column_panels(w_hr_t))
-        impl.lstm_step(g, n_rows, hh, cc, *weights, h_full, o, 2, h.shape[1])
+        impl.lstm_step(g, n_rows, hh, cc, *weights, h_full, o, 2, h.shape[1],
+                       *([] if impl is naive else [FLOAT_SCRATCH]))
         states.append((hh, cc, o))
     for got, want in zip(states[1], states[0]):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE[dtype] * 8 * (hidden + 1))
@@ -202,7 +206,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
                 x, x, column_panels(stack(w_ih_t), blocks=4), stack(bias),
                 np.empty((2,) + gx.shape, dtype),
                 np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
-                hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out)
+                hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out, NO_RANGE)
             hh, cc = hh2[d], cc2[d]
             out[:, out_width - col:2 * out_width - col] = 0  # the other direction's columns
         return hh, cc, out
@@ -268,8 +272,8 @@ def test_projection_kernels_match_numpy(n_rows, n_inputs, block_cols, n_blocks, 
     bias = _rand(rng, (cols,), dtype)
     expected = x.astype(np.float64) @ w_t + bias
     w_panels = column_panels(w_t, blocks=n_blocks)
-    for run in (lambda gx: _kernels.project(x, w_panels, bias, gx, n_blocks, n_threads),
-                lambda gx: _kernels.project_rows(x, w_panels, bias, gx, n_blocks)):
+    for run in (lambda gx: _kernels.project(x, w_panels, bias, gx, n_blocks, n_threads, NO_RANGE),
+                lambda gx: _kernels.project_rows(x, w_panels, bias, gx, n_blocks, NO_RANGE)):
         gx = np.full((n_rows + 2, cols), np.nan, dtype)
         run(gx)
         np.testing.assert_allclose(gx[:n_rows], expected, rtol=0,

@@ -1,27 +1,42 @@
-"""What :class:`LSTM` and :class:`LSTMCell` share: parameters and modes."""
+"""What :class:`LSTM` and :class:`LSTMCell` share: parameters, weight formats and modes."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+import copy
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._weights import LayerWeights, checked_parameters, kernel_layout
+from . import formats
+from .formats.int8 import MAX_INNER, quantize_weight, weight_from_panels
+from ._weights import (LayerWeights, checked_int8_parameters, checked_parameters,
+                       int8_kernel_layout, kernel_layout, parameter_shapes)
+
+#: Activation quantisation of nblstm's own int8 models: each row of a product
+#: on its own, over the full uint8 range (see ``formats.int8``).
+OWN_INT8_SCHEME = (255, False)
+#: torch's dynamic quantisation: one range per product, uint8 reduced to [0, 127].
+TORCH_INT8_SCHEME = (127, True)
 
 
 class _RecurrentModule:
     """Holds torch-named parameters and their kernel layout.
 
-    Subclasses set ``dtype``, ``hidden_size``, ``proj_size``, ``num_layers``,
-    ``bidirectional``, call :meth:`_set_parameters`, and may rename keys
-    between the public names and the ``weight_ih_l0`` style used inside
-    (:meth:`_public_name` / :meth:`_internal_name`).
+    Subclasses set ``dtype``, ``input_size``, ``hidden_size``, ``proj_size``,
+    ``num_layers``, ``bidirectional``, ``bias``, call :meth:`_set_parameters`,
+    and may rename keys between the public names and the ``weight_ih_l0``
+    style used inside (:meth:`_public_name` / :meth:`_internal_name`).
+
+    A float model keeps its parameters (``_params``) and their panels; an
+    int8 model keeps only its panels (with scales) and its float32 biases
+    (``_params``), and rebuilds its int8 weights on demand.
     """
 
     dtype: np.dtype
     training: bool = False
     _params: Dict[str, np.ndarray]
     _layers: List[LayerWeights]
+    _int8_scheme: Optional[Tuple[int, bool]] = None
 
     def _public_name(self, name: str) -> str:
         return name
@@ -29,16 +44,74 @@ class _RecurrentModule:
     def _internal_name(self, name: str) -> str:
         return name
 
+    @property
+    def weight_format(self) -> str:
+        """``"float32"``, ``"float64"`` or ``"int8"`` (see :meth:`quantize`)."""
+        return "int8" if self._int8_scheme is not None else self.dtype.name
+
+    def _parameter_shapes(self) -> Dict[str, Tuple[int, ...]]:
+        """Internal parameter names and shapes, in torch's order."""
+        return parameter_shapes(self.input_size, self.hidden_size, self.num_layers, self.bias,
+                                self.bidirectional, self.proj_size)
+
     def _set_parameters(self, params: Dict[str, np.ndarray]) -> None:
         for array in params.values():
             array.flags.writeable = False
         self._params = params
+        self._int8_scheme = None
         self._layers = kernel_layout(params, self.num_layers, self.bidirectional,
                                      self.hidden_size, self.proj_size, self.dtype)
 
+    def _set_int8_parameters(self, params: Dict[str, np.ndarray], scales: Dict[str, np.ndarray],
+                             scheme: Tuple[int, bool], vnni: Optional[bool] = None) -> None:
+        """Int8 weights and float32 biases (``params``) with per-row ``scales``
+        by internal names; only the biases are kept beside the panels."""
+        qmax, per_tensor = scheme
+        self._layers = int8_kernel_layout(params, scales, self.num_layers, self.bidirectional,
+                                          self.hidden_size, self.proj_size, qmax, per_tensor,
+                                          vnni)
+        biases = {k: np.array(v, np.float32) for k, v in params.items() if k.startswith("bias")}
+        for array in biases.values():
+            array.flags.writeable = False
+        self._params = biases
+        self._int8_scheme = scheme
+
+    def _int8_weights(self) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """The int8 weights (fresh arrays, torch's shapes) and their scales,
+        rebuilt from the panels, by internal names."""
+        weights, scales = {}, {}
+        fields = {"weight_ih": "w_ih_panels", "weight_hh": "w_hh_panels",
+                  "weight_hr": "w_hr_panels"}
+        for name, shape in self._parameter_shapes().items():
+            kind = name.split("_l")[0]
+            if kind not in fields:
+                continue
+            layer = int(name.split("_l")[1].split("_")[0])
+            d = 1 if name.endswith("_reverse") else 0
+            panels = getattr(self._layers[layer], fields[kind])
+            blocks = 1 if kind == "weight_hr" else 4
+            weights[name] = weight_from_panels(panels, d, shape[1], shape[0], blocks)
+            scales[name] = panels.scales[d].copy()
+        return weights, scales
+
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """The parameters under PyTorch's names, as fresh (writable) arrays."""
-        return {self._public_name(k): v.copy() for k, v in self._params.items()}
+        """The parameters under PyTorch's names, as fresh (writable) arrays.
+
+        An int8 model gives each weight as int8 (torch's shape) followed by
+        ``<name>_scale``, its float32 scale per output row (``W ~ scale[:, None]
+        * Q``); biases stay float32.
+        """
+        if self._int8_scheme is None:
+            return {self._public_name(k): v.copy() for k, v in self._params.items()}
+        weights, scales = self._int8_weights()
+        state = {}
+        for name in self._parameter_shapes():
+            if name in weights:
+                state[self._public_name(name)] = weights[name]
+                state[self._public_name(name) + "_scale"] = scales[name]
+            else:
+                state[self._public_name(name)] = self._params[name].copy()
+        return state
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load parameters from a mapping of PyTorch's names to arrays.
@@ -48,6 +121,9 @@ class _RecurrentModule:
         state_dict : mapping
             Values may be NumPy arrays, CPU torch tensors or anything
             ``np.asarray`` takes; they are copied and cast to ``self.dtype``.
+            An int8 model takes what its :meth:`state_dict` gives: int8
+            weights, a float32 ``<name>_scale`` (N,) per weight, float32
+            biases.
         strict : bool
             When True (default), missing and unexpected keys are errors;
             shapes are always checked.
@@ -55,14 +131,85 @@ class _RecurrentModule:
         Raises
         ------
         ValueError
-            On missing/unexpected keys (``strict``) or a shape mismatch.
+            On missing/unexpected keys (``strict``), a shape mismatch, or
+            (int8) a scale that is not positive and finite.
         TypeError
-            If ``state_dict`` is not a mapping or a value is not real numbers.
+            If ``state_dict`` is not a mapping or a value is not real numbers
+            (int8: a weight that is not int8).
         """
+        owner = type(self).__name__
+        if self._int8_scheme is None:
+            current = {self._public_name(k): v for k, v in self._params.items()}
+            params = checked_parameters(state_dict, current, self.dtype, strict, owner)
+            self._set_parameters({self._internal_name(k): v for k, v in params.items()})
+            return
+        weights, scales = self._int8_weights()
         current = {self._public_name(k): v for k, v in self._params.items()}
-        params = checked_parameters(state_dict, current, self.dtype, strict,
-                                    type(self).__name__)
-        self._set_parameters({self._internal_name(k): v for k, v in params.items()})
+        current.update({self._public_name(k): v for k, v in weights.items()})
+        current.update({self._public_name(k) + "_scale": v for k, v in scales.items()})
+        params = checked_int8_parameters(state_dict, current, strict, owner)
+        internal = {self._internal_name(k): v for k, v in params.items() if not k.endswith("_scale")}
+        new_scales = {self._internal_name(k[:-len("_scale")]): v for k, v in params.items()
+                      if k.endswith("_scale")}
+        self._set_int8_parameters(internal, new_scales, self._int8_scheme,
+                                  self._layers[0].w_hh_panels.__class__ is formats.Int8Panels)
+
+    def quantize(self, weight_format: str = "int8"):
+        """A copy of this model whose weights are stored in ``weight_format``.
+
+        Parameters
+        ----------
+        weight_format : {"int8"}
+            ``"int8"``: each weight matrix as int8, symmetric, with one float32
+            scale per output row (``max|row| / 127``); the activations
+            entering each matrix product are quantised dynamically to uint8,
+            each row with its own scale and zero point; products accumulate
+            exactly in int32; biases, gates, ``c`` and ``h`` stay float32.
+            Input, output and ``hx`` are float32 as before. Runs on
+            AVX512-VNNI/AVX-VNNI where the CPU has it, else on a portable
+            integer path with bitwise the same results.
+
+        Returns
+        -------
+        A new model of the same class and configuration; ``self`` is untouched.
+
+        Raises
+        ------
+        ValueError
+            For an unknown format, a model that is not float32, or an input
+            wider than the int32 sums allow (see ``formats.int8.MAX_INNER``).
+        """
+        if weight_format not in formats.QUANTIZED_FORMATS:
+            raise ValueError(f"quantize() supports the weight formats "
+                             f"{', '.join(repr(f) for f in formats.QUANTIZED_FORMATS)}, got "
+                             f"{weight_format!r}")
+        if self.weight_format != "float32":
+            raise ValueError(f"quantize({weight_format!r}) needs a float32 model; this one is "
+                             f"{self.weight_format}. Build or load the model with "
+                             f"dtype=np.float32 (formats: "
+                             f"{', '.join(repr(f) for f in formats.QUANTIZED_FORMATS)})")
+        widest = max(shape[1] for name, shape in self._parameter_shapes().items()
+                     if name.startswith("weight"))
+        if widest > MAX_INNER:
+            raise ValueError(f"quantize('int8') supports at most {MAX_INNER} inputs per weight "
+                             f"matrix (exact int32 sums), this model has {widest}; keep it in "
+                             f"float32")
+        params, scales = {}, {}
+        for name, value in self._params.items():
+            if name.startswith("weight"):
+                params[name], scales[name] = quantize_weight(value)
+            else:
+                params[name] = value
+        return self._int8_copy(params, scales, OWN_INT8_SCHEME)
+
+    def _int8_copy(self, params, scales, scheme, vnni: Optional[bool] = None):
+        """A copy of this model (configuration, mode) holding these int8 weights."""
+        model = copy.copy(self)
+        if hasattr(self, "_rng"):
+            model._rng = copy.deepcopy(self._rng)
+        model.dtype = np.dtype(np.float32)
+        model._set_int8_parameters(params, scales, scheme, vnni)
+        return model
 
     def train(self, mode: bool = True):
         """Set training mode (dropout between layers is applied); returns self."""

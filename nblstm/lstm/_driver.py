@@ -33,7 +33,7 @@ import numpy as np
 from .._memory import aligned_copy, aligned_empty, aligned_zeros
 from .._threads import get_num_threads, parallel_section
 from ..packing import step_offsets as offset_table
-from . import _kernels
+from . import _kernels, formats
 from ._kernels import TILE_ROWS
 from ._weights import LayerWeights
 
@@ -141,7 +141,7 @@ def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h,
             out[row:row + n_rows, :width] = h[:n_rows]
 
 
-def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
+def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range) -> None:
     """Both directions at once, one thread each, window by window: the
     forward direction takes the windows from the start, the reverse one from
     the end (windows of equal rows, see :func:`plan_windows`). Each thread
@@ -157,11 +157,13 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -
             t_hi = np.array([b for _, b in spans], dtype=np.int64)
             _kernels.run_window_both_directions(
                 *x_rows, layer.w_ih_panels, layer.bias, gx, t_lo, t_hi, batch_sizes,
-                step_offsets, h, c, layer.w_hh_panels, layer.w_hr_panels, h_full, out)
+                step_offsets, h, c, layer.w_hh_panels, layer.w_hr_panels, h_full, out,
+                x_range)
 
 
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
-                        blas_ready: bool, dtype, threads: int) -> Tuple[str, int]:
+                        blas_ready: bool, dtype, threads: int,
+                        weight_itemsize: Optional[int] = None) -> Tuple[str, int]:
     """Which step loop a single-direction layer runs, and on how many parts.
 
     Returns ``(kind, parts)`` with ``kind`` one of
@@ -180,10 +182,15 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
       weights, which a single thread would stream alone: B=1, H=1024 ran 2x
       faster on BLAS than serially);
     * ``"serial"``.
+
+    ``weight_itemsize`` is the bytes of a stored weight (default: the
+    dtype's; 1 for int8), which decide whether W_hh fits a core's L2 cache.
     """
     width = _kernels.tile_columns(dtype)
     parts = min(threads, -(-hidden // width))
-    w_hh_bytes = (proj_size or hidden) * 4 * hidden * np.dtype(dtype).itemsize
+    if weight_itemsize is None:
+        weight_itemsize = np.dtype(dtype).itemsize
+    w_hh_bytes = (proj_size or hidden) * 4 * hidden * weight_itemsize
     row_macs = n_steps * (proj_size or hidden) * 4 * hidden
     long_enough = row_macs >= SPLIT_UNITS_MIN_MACS and (
         n_steps >= SPLIT_UNITS_MIN_STEPS or w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
@@ -235,7 +242,7 @@ def projects_in_parallel(rows: int, input_size: int, hidden: int, threads: int) 
     return threads > 1 and rows * input_size * 4 * hidden >= PARALLEL_PROJECTION_MIN_MACS
 
 
-def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) -> None:
+def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range) -> None:
     """One direction, window by window: the window's input projection, then
     its steps, by the loop :func:`plan_unidirectional` picks. Only one thread
     pool runs: BLAS for both products, or Numba kernels for both."""
@@ -246,17 +253,19 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
     window_rows = _window_rows(step_offsets, windows)
     gx = aligned_empty((window_rows, 4 * hidden), out.dtype)
     threads = get_num_threads()
-    has_proj = layer.w_hr_panels.shape[1] > 0
+    has_proj = h.shape[2] != hidden
     kind, parts = plan_unidirectional(max_batch, n_steps, hidden, h.shape[2] if has_proj else 0,
-                                      layer.w_hh_t is not None, out.dtype, threads)
+                                      layer.w_hh_t is not None, out.dtype, threads,
+                                      formats.weight_itemsize(layer.w_hh_panels))
     use_blas = kind == "blas"
     gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
     h_steps = aligned_empty((2,) + h.shape[1:], h.dtype) if kind == "split_units" else None
-    parallel_projection = projects_in_parallel(window_rows, layer.w_ih_panels.shape[2], hidden,
-                                               threads)
+    parallel_projection = projects_in_parallel(window_rows, x.shape[-1], hidden, threads)
     # Numba's thread count is only set (a few microseconds) when a parallel
     # kernel will run: small serial forwards are dominated by such costs.
     parallel = not use_blas and (parts > 1 or parallel_projection)
+    w_ih, w_hh, w_hr = (formats.direction(w, 0) for w in
+                        (layer.w_ih_panels, layer.w_hh_panels, layer.w_hr_panels))
     with parallel_section() if parallel else contextlib.nullcontext():
         for t0, t1 in windows:
             r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
@@ -269,35 +278,33 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out) 
                 continue
             # The weight panels hold 4 column blocks: the gates.
             if parallel_projection:
-                _kernels.project(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, 4, threads)
+                _kernels.project(x_rows, w_ih, layer.bias[0], gx, 4, threads, x_range)
             else:
-                _kernels.project_rows(x_rows, layer.w_ih_panels[0], layer.bias[0], gx, 4)
+                _kernels.project_rows(x_rows, w_ih, layer.bias[0], gx, 4, x_range)
             if kind == "split_units":
                 phases = (t1 - t0) * (2 if has_proj else 1)
                 claims = aligned_zeros(phases * parts * 8, np.int64)
                 done = aligned_zeros(phases * 8, np.int64)
                 _kernels.run_steps_split_units(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
-                                               c[0], layer.w_hh_panels[0], layer.w_hr_panels[0],
-                                               h_full[0], h_steps, claims, done, out, parts)
+                                               c[0], w_hh, w_hr, h_full[0], h_steps, claims, done,
+                                               out, parts)
             elif kind == "row_groups":
                 row_bounds = plan_row_groups(batch_sizes, t0, t1, h.shape[1], parts)
                 _kernels.run_steps_row_groups(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
-                                              c[0], layer.w_hh_panels[0], layer.w_hr_panels[0],
-                                              h_full[0], out, row_bounds)
+                                              c[0], w_hh, w_hr, h_full[0], out, row_bounds)
             else:
                 _kernels.run_steps(gx, r0, t0, t1, False, batch_sizes, step_offsets, h[0], c[0],
-                                   layer.w_hh_panels[0], layer.w_hr_panels[0], h_full[0], out,
-                                   0)
+                                   w_hh, w_hr, h_full[0], out, 0)
 
 
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
                out: np.ndarray) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
-    has_proj = layer.w_hr_panels.shape[1] > 0
+    has_proj = h.shape[2] != c.shape[2]
     h_full = aligned_empty(c.shape, c.dtype) if has_proj else h
     run = _run_bidirectional if h.shape[0] == 2 else _run_unidirectional
-    run(x, layer, batch_sizes, step_offsets, h, c, h_full, out)
+    run(x, layer, batch_sizes, step_offsets, h, c, h_full, out, formats.input_range(layer, x))
 
 
 def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeights],

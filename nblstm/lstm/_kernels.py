@@ -23,205 +23,30 @@ Conventions (all arrays C-contiguous, one dtype):
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import carray, njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
-from numba.np.numpy_support import as_dtype
+from numba import njit, prange
 
 from .._codegen import atomic_add, atomic_load, prefer_vector_width, spin_pause
-from .._config import INLINE_JIT_OPTIONS, JIT_OPTIONS, PARALLEL_JIT_OPTIONS, PREFERRED_VECTOR_BITS
+from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._activations import sigmoid, tanh
+from .formats import float as _float_format, int8 as _int8_format  # noqa: F401 (overloads)
+from .formats._dispatch import direction, new_scratch, panel_count, panel_product, prepare_rows
+from .formats._tiles import TALL_MIN_ROWS, TALL_TILE_ROWS, TILE_ROWS, _tile_width, tile_columns
 
 
-#: Bytes of one row of a register tile: four vector registers (4 x 4
-#: accumulators for a 4-row tile, of the 32 registers AVX-512 has).
-TILE_ROW_BYTES = 4 * (PREFERRED_VECTOR_BITS or 256) // 8
-
-
-def tile_columns(dtype) -> int:
-    """Columns one register tile (and one weight panel) covers for ``dtype``:
-    64 float32 or 32 float64 with AVX-512."""
-    return TILE_ROW_BYTES // np.dtype(dtype).itemsize
-
-
-def _tile_width(a):
-    """:func:`tile_columns` of ``a.dtype``, as a compile-time constant in kernels."""
-    raise NotImplementedError("only callable from jitted code")
-
-
-@overload(_tile_width, inline="always", jit_options=INLINE_JIT_OPTIONS)
-def _tile_width_overload(a):
-    width = tile_columns(as_dtype(a.dtype))
-    return lambda a: width
-
-
-#: Rows of ``out`` one register tile covers (4 x 4 vector accumulators).
-TILE_ROWS = 4
-#: Rows of the taller tile (6 x 4 accumulators) for products with many rows,
-#: such as the input projection: more FMAs per loaded panel row. Measured
-#: here 1.3x faster from about 48 rows on, and slower for 8-16 rows.
-TALL_TILE_ROWS = 6
-#: From this many rows on, a step's recurrent product uses the taller tile.
-TALL_MIN_ROWS = 24
 #: Rows of the input projection taken at a time (whole tiles): the chunk of
 #: input rows stays in the L2 cache while every weight panel passes over it.
 PROJECTION_CHUNK_ROWS = 252
 
 
-@intrinsic
-def _tile_buffer(typingctx, dtype):
-    """A stack array for a tile of TALL_TILE_ROWS rows of ``dtype``.
-
-    A stack array is provably distinct from every other array, so LLVM keeps
-    the tile in registers across the reduction loop instead of reloading and
-    storing it at every step (which it must do for a heap array that could
-    alias the weights).
-    """
-    element = dtype.dtype
-
-    def codegen(context, builder, signature, args):
-        size = ir.Constant(ir.IntType(64), TALL_TILE_ROWS * tile_columns(as_dtype(element)))
-        return cgutils.alloca_once(builder, context.get_value_type(element), size=size)
-
-    return types.CPointer(element)(dtype), codegen
-
-
-# The tile functions below compute ``out[r:r + rows, j0:j0 + n_valid] +=
-# a[r:r + rows] @ panel[:, :n_valid]`` for one column panel (K, width), where
-# ``width`` is the dtype's :func:`tile_columns`.
-# Column indices are unsigned: Numba then emits no negative-index wraparound,
-# and LLVM sees contiguous loads instead of gathers. The padding columns of a
-# last panel start from zero and are never stored.
-
-
 @njit(**JIT_OPTIONS)
-def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
-    """Rows ``r0..r3``; a row may repeat (a tile of 2 or 3 distinct rows):
-    its copies compute the same sums in the same order, so they store the
-    same values, and the panel is still streamed once for all of them."""
-    prefer_vector_width()
-    width = _tile_width(out)
-    tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
-    for jj in range(n_valid):
-        tile[jj] = out[r0, j0 + jj]
-        tile[width + jj] = out[r1, j0 + jj]
-        tile[2 * width + jj] = out[r2, j0 + jj]
-        tile[3 * width + jj] = out[r3, j0 + jj]
-    for jj in range(n_valid, width):
-        tile[jj] = tile[width + jj] = tile[2 * width + jj] = tile[3 * width + jj] = 0.0
-    for k in range(a.shape[1]):
-        a0 = a[r0, k]
-        a1 = a[r1, k]
-        a2 = a[r2, k]
-        a3 = a[r3, k]
-        for jj in range(width):
-            bkj = panel[k, np.uint64(jj)]
-            tile[jj] += a0 * bkj
-            tile[width + jj] += a1 * bkj
-            tile[2 * width + jj] += a2 * bkj
-            tile[3 * width + jj] += a3 * bkj
-    for jj in range(n_valid):
-        out[r0, j0 + jj] = tile[jj]
-        out[r1, j0 + jj] = tile[width + jj]
-        out[r2, j0 + jj] = tile[2 * width + jj]
-        out[r3, j0 + jj] = tile[3 * width + jj]
-
-
-@njit(**JIT_OPTIONS)
-def _tile_6_rows(a, panel, out, r, j0, n_valid):
-    prefer_vector_width()
-    width = _tile_width(out)
-    tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
-    for jj in range(n_valid):
-        for i in range(6):
-            tile[i * width + jj] = out[r + i, j0 + jj]
-    for jj in range(n_valid, width):
-        for i in range(6):
-            tile[i * width + jj] = 0.0
-    for k in range(a.shape[1]):
-        a0 = a[r, k]
-        a1 = a[r + 1, k]
-        a2 = a[r + 2, k]
-        a3 = a[r + 3, k]
-        a4 = a[r + 4, k]
-        a5 = a[r + 5, k]
-        for jj in range(width):
-            bkj = panel[k, np.uint64(jj)]
-            tile[jj] += a0 * bkj
-            tile[width + jj] += a1 * bkj
-            tile[2 * width + jj] += a2 * bkj
-            tile[3 * width + jj] += a3 * bkj
-            tile[4 * width + jj] += a4 * bkj
-            tile[5 * width + jj] += a5 * bkj
-    for jj in range(n_valid):
-        for i in range(6):
-            out[r + i, j0 + jj] = tile[i * width + jj]
-
-
-@njit(**JIT_OPTIONS)
-def _tile_1_row(a, panel, out, r, j0, n_valid):
-    """Two reduction steps per iteration, which keeps LLVM vectorising along
-    the columns rather than gathering down them."""
-    prefer_vector_width()
-    width = _tile_width(out)
-    n_inner = a.shape[1]
-    tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
-    for jj in range(n_valid):
-        tile[jj] = out[r, j0 + jj]
-    for jj in range(n_valid, width):
-        tile[jj] = 0.0
-    k = 0
-    while k + 2 <= n_inner:
-        a0 = a[r, k]
-        a1 = a[r, k + 1]
-        for jj in range(width):
-            tile[jj] += a0 * panel[k, np.uint64(jj)] + a1 * panel[k + 1, np.uint64(jj)]
-        k += 2
-    if k < n_inner:
-        a0 = a[r, k]
-        for jj in range(width):
-            tile[jj] += a0 * panel[k, np.uint64(jj)]
-    for jj in range(n_valid):
-        out[r, j0 + jj] = tile[jj]
-
-
-@njit(**JIT_OPTIONS)
-def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
-    """``out[:n_rows, j0:j0 + n_valid] += a[:n_rows] @ panel[:, :n_valid]``
-    for one column panel: tiles of TILE_ROWS rows (with ``tall``,
-    TALL_TILE_ROWS first); 2 or 3 rows left share one 4-row tile (one pass
-    over the panel instead of one per row: 1.8-2.7x the useful FMAs per
-    loaded weight), a last single row takes the 1-row loop."""
-    prefer_vector_width()
-    r = np.int64(0)
-    if tall:
-        # As many tall tiles as leave a multiple of TILE_ROWS (32 rows: 4 x 6
-        # + 2 x 4, not 5 x 6 + 2 single rows), when the row count allows.
-        n_tall = n_rows // TALL_TILE_ROWS
-        if n_tall > 0 and (n_rows - n_tall * TALL_TILE_ROWS) % TILE_ROWS != 0 \
-                and (n_rows - (n_tall - 1) * TALL_TILE_ROWS) % TILE_ROWS == 0:
-            n_tall -= 1
-        for _ in range(n_tall):
-            _tile_6_rows(a, panel, out, r, j0, n_valid)
-            r += TALL_TILE_ROWS
-    while r + TILE_ROWS <= n_rows:
-        _tile_4_rows(a, panel, out, r, r + 1, r + 2, r + 3, j0, n_valid)
-        r += TILE_ROWS
-    if n_rows - r >= 2:
-        last = n_rows - 1
-        _tile_4_rows(a, panel, out, r, r + 1, min(r + 2, last), last, j0, n_valid)
-    elif r < n_rows:
-        _tile_1_row(a, panel, out, r, j0, n_valid)
-
-
-@njit(**JIT_OPTIONS)
-def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks):
+def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks, scratch):
     """``out[:n_rows] += a[:n_rows] @ b`` without BLAS, with ``b`` (K, N)
-    given as column panels (see ``_weights.column_panels``): ``b_panels``
-    (n_blocks * ceil(N / n_blocks / width), K, width), zero-padded, ``width``
+    given as column panels in any weight format (see ``formats._dispatch``;
+    for floats ``_weights.column_panels``): ``b_panels`` holds
+    n_blocks * ceil(N / n_blocks / width) panels, zero-padded, ``width``
     the dtype's :func:`tile_columns`, each of the ``n_blocks`` equal column
-    blocks (4 gates, or 1) on panels of its own.
+    blocks (4 gates, or 1) on panels of its own. ``scratch`` is the format's
+    (``new_scratch``), for at least ``n_rows`` rows of ``a``.
 
     A panel is contiguous, so the reduction streams it at unit stride (a
     row-major ``b`` jumps a whole row per step, which defeats the prefetcher
@@ -230,7 +55,7 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks):
     Register tiling: a tile of TILE_ROWS (with ``tall``, TALL_TILE_ROWS) rows
     x ``width`` columns of ``out`` stays in registers while the reduction
     runs over ``a``'s columns, so each loaded panel row feeds one FMA per
-    tile row (see :func:`panel_accumulate` for the rows left over). Only the
+    tile row (see ``formats.float.panel_accumulate`` for the rows left over). Only the
     ``N`` real columns of ``out`` are read and written.
 
     Callers pass ``tall``, ``n_blocks`` (and row indices) as computed values,
@@ -241,34 +66,37 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks):
     width = _tile_width(out)
     block_cols = out.shape[1] // n_blocks
     per_block = (block_cols + width - 1) // width
-    for p in range(b_panels.shape[0]):
+    operand = prepare_rows(a, n_rows, b_panels, scratch)
+    for p in range(panel_count(b_panels)):
         block = p // per_block
         col = (p - block * per_block) * width
         n_valid = np.uint64(min(width, block_cols - col))
-        panel_accumulate(a, b_panels[p], out, n_rows, np.uint64(block * block_cols + col),
-                         n_valid, tall)
+        panel_product(operand, b_panels, p, out, n_rows, np.uint64(block * block_cols + col),
+                      n_valid, tall)
 
 
 @njit(**JIT_OPTIONS)
-def project_rows(x, w_ih_panels, bias, gx, n_blocks):
+def project_rows(x, w_ih_panels, bias, gx, n_blocks, x_range):
     """``gx[:n] = x @ w_ih + bias`` for the ``n`` rows of ``x`` (serial);
     ``w_ih_panels`` holds ``n_blocks`` column blocks (see
     :func:`matmul_accumulate`). A chunk's rows get the bias just before its
-    product, so they are still in cache when the tiles add to them."""
+    product, so they are still in cache when the tiles add to them.
+    ``x_range`` is the format's ``fixed_range`` (see ``formats._dispatch``)."""
     prefer_vector_width()
     n_rows = x.shape[0]
     n_cols = np.uint64(gx.shape[1])
+    scratch = new_scratch(w_ih_panels, min(n_rows, PROJECTION_CHUNK_ROWS), x.shape[1], x_range)
     for lo in range(0, n_rows, PROJECTION_CHUNK_ROWS):
         hi = min(n_rows, lo + PROJECTION_CHUNK_ROWS)
         for r in range(lo, hi):
             for j in range(n_cols):
                 gx[r, j] = bias[j]
         matmul_accumulate(x[lo:hi], w_ih_panels, gx[lo:hi], hi - lo, hi - lo >= TALL_TILE_ROWS,
-                          n_blocks)
+                          n_blocks, scratch)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def project(x, w_ih_panels, bias, gx, n_blocks, n_threads):
+def project(x, w_ih_panels, bias, gx, n_blocks, n_threads, x_range):
     """As :func:`project_rows`, in chunks of at most
     :data:`PROJECTION_CHUNK_ROWS` rows spread over the threads (the same pool
     as the recurrence, so no other pool's threads are left spinning on the
@@ -283,7 +111,7 @@ def project(x, w_ih_panels, bias, gx, n_blocks, n_threads):
     for q in prange(n_chunks):
         lo = min(n_rows, q * size)
         hi = min(n_rows, lo + size)
-        project_rows(x[lo:hi], w_ih_panels, bias, gx[lo:hi], n_blocks)
+        project_rows(x[lo:hi], w_ih_panels, bias, gx[lo:hi], n_blocks, x_range)
 
 
 @njit(**JIT_OPTIONS)
@@ -319,26 +147,35 @@ def copy_block(src, dst, dst_row, dst_col, row_lo, row_hi, col_lo, col_hi):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_row, out_col):
+def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_row, out_col,
+              scratch):
     """One time step of one direction over its ``n_rows`` active rows.
 
     ``gates`` holds the step's input projection (n_rows, 4H) and receives
     the recurrent product in place. Without projection the caller passes
     ``h`` itself as ``h_full``: the recurrent product has read all of ``h``
-    before the gates overwrite it.
+    before the gates overwrite it. ``scratch``: see :func:`step_scratch`.
     """
     prefer_vector_width()
     hidden = c.shape[1]
     matmul_accumulate(h, w_hh_panels, gates, n_rows, n_rows >= TALL_MIN_ROWS,
-                      gates.shape[1] // hidden)
+                      gates.shape[1] // hidden, scratch)
     for r in range(n_rows):
         cell_update_row(gates, c, h_full, r, np.int64(0), hidden)
-    if w_hr_panels.shape[0] > 0:
+    if panel_count(w_hr_panels) > 0:
         h[:n_rows] = 0.0
         matmul_accumulate(h_full, w_hr_panels, h, n_rows, n_rows >= TALL_MIN_ROWS,
-                          np.int64(1))
+                          np.int64(1), scratch)
     zero = np.int64(0)
     copy_block(h, out, out_row, out_col, zero, n_rows, zero, h.shape[1])
+
+
+@njit(**JIT_OPTIONS)
+def step_scratch(w_hh_panels, h, c):
+    """The format's scratch for the recurrent products of ``h`` (rows, P)
+    and ``h_full`` (rows, H) (see ``formats._dispatch.new_scratch``)."""
+    return new_scratch(w_hh_panels, h.shape[0], max(h.shape[1], c.shape[1]),
+                       np.empty(0, np.float32))
 
 
 @njit(**JIT_OPTIONS)
@@ -352,23 +189,24 @@ def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
     held in its row of ``h``/``c``.
     """
     prefer_vector_width()
+    scratch = step_scratch(w_hh_panels, h, c)
     for s in range(step_hi - step_lo):
         t = step_hi - 1 - s if reverse else step_lo + s
         n_rows = batch_sizes[t]
         row = step_offsets[t]
         lo = row - gx_row0
         lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, row,
-                  out_col)
+                  out_col, scratch)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step_lo, step_hi,
                                batch_sizes, step_offsets, h, c, w_hh_panels, w_hr_panels,
-                               h_full, out):
+                               h_full, out, x_range):
     """A window of both directions of a bidirectional layer at once, one
     thread per direction: each projects its window's input rows (``x_forward``
     or ``x_reverse``, packed rows starting at ``step_offsets[step_lo[d]]``)
-    and runs its steps.
+    and runs its steps. ``x_range``: see :func:`project_rows`.
 
     Arrays with a leading axis of 2 hold direction 0 (forward) and 1
     (reverse); ``step_lo``, ``step_hi`` are int64 arrays of 2. The
@@ -380,10 +218,11 @@ def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step
     out_width = h.shape[2]
     for d in prange(2):
         x_rows = x_forward if d == 0 else x_reverse
-        project_rows(x_rows, w_ih_panels[d], bias[d], gx[d], gx.shape[2] // c.shape[2])
+        project_rows(x_rows, direction(w_ih_panels, d), bias[d], gx[d],
+                     gx.shape[2] // c.shape[2], x_range)
         run_steps(gx[d], step_offsets[step_lo[d]], step_lo[d], step_hi[d], d == 1, batch_sizes,
-                  step_offsets, h[d], c[d], w_hh_panels[d], w_hr_panels[d], h_full[d], out,
-                  d * out_width)
+                  step_offsets, h[d], c[d], direction(w_hh_panels, d),
+                  direction(w_hr_panels, d), h_full[d], out, d * out_width)
 
 
 @njit(**JIT_OPTIONS)
@@ -445,12 +284,13 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     width = _tile_width(gx)
     blocks = (hidden + width - 1) // width
     out_blocks = (out_width + width - 1) // width
-    has_proj = w_hr_panels.shape[0] > 0
+    has_proj = panel_count(w_hr_panels) > 0
     phases_per_step = 2 if has_proj else 1
     n_steps = step_hi - step_lo
     zero = np.int64(0)
     h_steps[0, :h.shape[0]] = h
     for q in prange(n_parts):
+        scratch = step_scratch(w_hh_panels, h, c)
         for s in range(n_steps):
             t = step_lo + s
             n_rows = batch_sizes[t]
@@ -465,11 +305,12 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                 won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, blocks)
                 if not won:
                     continue
+                operand = prepare_rows(h_prev, n_rows, w_hh_panels, scratch)
                 for g in range(4):
                     for b in range(b0, b1):
-                        panel_accumulate(h_prev, w_hh_panels[g * blocks + b], gates, n_rows,
-                                         np.uint64(g * hidden + b * width),
-                                         np.uint64(min(width, hidden - b * width)), tall)
+                        panel_product(operand, w_hh_panels, g * blocks + b, gates, n_rows,
+                                      np.uint64(g * hidden + b * width),
+                                      np.uint64(min(width, hidden - b * width)), tall)
                 u0 = b0 * width
                 u1 = min(hidden, b1 * width)
                 cell_out = h_full if has_proj else h_next
@@ -492,10 +333,10 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                 for r in range(n_rows):
                     for p in range(p0, p1):
                         h_next[r, np.uint64(p)] = 0.0
+                operand = prepare_rows(h_full, n_rows, w_hr_panels, scratch)
                 for b in range(b0, b1):
-                    panel_accumulate(h_full, w_hr_panels[b], h_next, n_rows,
-                                     np.uint64(b * width),
-                                     np.uint64(min(width, out_width - b * width)), tall)
+                    panel_product(operand, w_hr_panels, b, h_next, n_rows, np.uint64(b * width),
+                                  np.uint64(min(width, out_width - b * width)), tall)
                 copy_block(h_next, out, row, zero, zero, n_rows, p0, p1)
                 copy_block(h_next, h, zero, zero, n_next, n_rows, p0, p1)
                 _finish_part(done, phase)
@@ -541,6 +382,7 @@ def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offset
     for q in prange(row_bounds.shape[0] - 1):
         lo = row_bounds[q]
         hi = row_bounds[q + 1]
+        scratch = step_scratch(w_hh_panels, h[lo:hi], c[lo:hi])
         for s in range(step_hi - step_lo):
             t = step_lo + s
             n_rows = min(batch_sizes[t], hi) - lo
@@ -548,4 +390,4 @@ def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offset
                 row = step_offsets[t] + lo
                 g0 = row - gx_row0
                 lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_panels, w_hr_panels,
-                          h_full[lo:hi], out, row, 0)
+                          h_full[lo:hi], out, row, 0, scratch)

@@ -13,12 +13,17 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import numpy as np
 
 from .._memory import aligned_copy, aligned_zeros
-from ._kernels import tile_columns
+from .formats._tiles import tile_columns
+from .formats.int8 import int8_panels
 from ._validation import to_numpy
 
 
 class LayerWeights(NamedTuple):
     """Kernel layout of one layer; the leading axis is the direction (D).
+
+    The ``*_panels`` are float arrays for float models, or
+    ``formats.int8.Int8Panels`` (whose ``panels`` have the shapes below, in
+    4-weight groups along K) for int8 ones.
 
     Attributes
     ----------
@@ -116,6 +121,19 @@ def checked_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarra
     Returns the new full parameter dict (copies, cast to ``dtype``); keys
     missing from ``state`` keep their current value when ``strict`` is False.
     """
+    _check_keys(state, current, strict, owner, "Pass strict=False to load only the matching keys.")
+    params = {k: v.copy() for k, v in current.items()}
+    for name in current:
+        if name not in state:
+            continue
+        value = _checked_value(state, name, current[name].shape)
+        params[name] = np.array(value, dtype=dtype, order="C", copy=True)
+    return params
+
+
+def _check_keys(state: Any, current: Mapping[str, np.ndarray], strict: bool, owner: str,
+                hint: str) -> None:
+    """The mapping check and (``strict``) the missing/unexpected keys check."""
     if not isinstance(state, Mapping):
         raise TypeError(f"{owner}.load_state_dict() expects a mapping of parameter names to "
                         f"arrays, got {type(state).__name__}")
@@ -129,40 +147,101 @@ def checked_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarra
             parts.append("Unexpected key(s) in state_dict: "
                          + ", ".join(f'"{k}"' for k in unexpected))
         raise ValueError(f"Error(s) in loading state_dict for {owner}: " + "; ".join(parts)
-                       + ". Pass strict=False to load only the matching keys.")
+                         + f". {hint}")
+
+
+def _checked_value(state: Mapping[str, Any], name: str, shape: Tuple[int, ...]) -> np.ndarray:
+    value = to_numpy(state[name], f"state_dict[{name!r}]")
+    if value.shape != shape:
+        raise ValueError(f"size mismatch for {name}: copying a parameter with shape "
+                         f"{value.shape}, the shape in the current model is {shape}. Build "
+                         f"the model with the sizes of the checkpoint.")
+    return value
+
+
+def checked_int8_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarray],
+                            strict: bool, owner: str) -> Dict[str, np.ndarray]:
+    """Validate an int8 model's state dict (int8 weights, float32 ``*_scale``
+    and biases) against the current keys and shapes; returns the new full
+    dict (copies), keeping current values for keys absent when not ``strict``."""
+    _check_keys(state, current, strict, owner,
+                "An int8 model takes int8 weights with a float32 '<name>_scale' each, as its "
+                "state_dict() gives them; pass strict=False to load only the matching keys.")
     params = {k: v.copy() for k, v in current.items()}
-    for name in current:
+    for name, old in current.items():
         if name not in state:
             continue
-        value = to_numpy(state[name], f"state_dict[{name!r}]")
-        if value.shape != current[name].shape:
-            raise ValueError(f"size mismatch for {name}: copying a parameter with shape "
-                             f"{value.shape}, the shape in the current model is "
-                             f"{current[name].shape}. Build the model with the sizes of the "
-                             f"checkpoint.")
-        params[name] = np.array(value, dtype=dtype, order="C", copy=True)
+        value = _checked_value(state, name, old.shape)
+        if old.dtype == np.int8:
+            if value.dtype != np.int8:
+                raise TypeError(f"state_dict[{name!r}] must be int8 for an int8 model, got "
+                                f"{value.dtype}; load float weights into a float32 model and "
+                                f"call quantize('int8')")
+        elif name.endswith("_scale"):
+            value = value.astype(np.float32)
+            if not (np.isfinite(value).all() and (value > 0).all()):
+                raise ValueError(f"state_dict[{name!r}] must hold positive finite scales, got "
+                                 f"min {value.min() if value.size else None}; each is the "
+                                 f"float32 scale of one output row of the int8 weight")
+        params[name] = np.array(value, dtype=old.dtype, order="C", copy=True)
     return params
+
+
+def _layer_suffixes(layer: int, bidirectional: bool) -> List[str]:
+    return [f"_l{layer}{s}" for s in (["", "_reverse"] if bidirectional else [""])]
+
+
+def _summed_bias(params: Mapping[str, np.ndarray], names: List[str], hidden_size: int,
+                 dtype: np.dtype) -> np.ndarray:
+    """(D, 4H) ``bias_ih + bias_hh`` of a layer's directions (zeros without bias)."""
+    if ("bias_ih" + names[0]) in params:
+        bias = np.stack([params["bias_ih" + n] + params["bias_hh" + n] for n in names])
+    else:
+        bias = np.zeros((len(names), 4 * hidden_size), dtype=dtype)
+    return aligned_copy(bias.astype(dtype, copy=False))
+
+
+def int8_kernel_layout(params: Mapping[str, np.ndarray], scales: Mapping[str, np.ndarray],
+                       num_layers: int, bidirectional: bool, hidden_size: int, proj_size: int,
+                       qmax: int, per_tensor: bool, vnni: Optional[bool] = None
+                       ) -> List[LayerWeights]:
+    """The kernel layout of an int8 model: ``params`` holds torch's int8
+    weights (and float32 biases) by torch's names, ``scales`` the float32
+    per-row scale of each weight. See ``formats.int8`` for ``qmax``,
+    ``per_tensor`` and ``vnni``."""
+    layers = []
+    for layer in range(num_layers):
+        names = _layer_suffixes(layer, bidirectional)
+
+        def panels(key, blocks):
+            q_t = np.stack([params[key + n].T for n in names])
+            return int8_panels(q_t, np.stack([scales[key + n] for n in names]), blocks, qmax,
+                               per_tensor, vnni)
+
+        bias = _summed_bias(params, names, hidden_size, np.dtype(np.float32))
+        w_hr = (panels("weight_hr", 1) if proj_size > 0 else
+                int8_panels(np.zeros((len(names), 0, 0), np.int8),
+                            np.zeros((len(names), 0), np.float32), 1, qmax, per_tensor, vnni))
+        layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr,
+                                   None, None, None))
+    return layers
 
 
 def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirectional: bool,
                   hidden_size: int, proj_size: int, dtype: np.dtype) -> List[LayerWeights]:
     """Build the per-layer kernel layout from torch-named parameters."""
-    suffixes = ["", "_reverse"] if bidirectional else [""]
     layers = []
     for layer in range(num_layers):
-        names = [f"_l{layer}{s}" for s in suffixes]
+        names = _layer_suffixes(layer, bidirectional)
         w_ih_t = np.stack([params["weight_ih" + n].T for n in names])
         w_hh_t = np.stack([params["weight_hh" + n].T for n in names])
-        if ("bias_ih" + names[0]) in params:
-            bias = np.stack([params["bias_ih" + n] + params["bias_hh" + n] for n in names])
-        else:
-            bias = np.zeros((len(names), 4 * hidden_size), dtype=dtype)
+        bias = _summed_bias(params, names, hidden_size, dtype)
         if proj_size > 0:
             w_hr_t = np.stack([params["weight_hr" + n].T for n in names])
         else:
             w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
-        w_ih_t, bias, w_hh_t, w_hr_t = (aligned_copy(a.astype(dtype, copy=False))
-                                        for a in (w_ih_t, bias, w_hh_t, w_hr_t))
+        w_ih_t, w_hh_t, w_hr_t = (aligned_copy(a.astype(dtype, copy=False))
+                                  for a in (w_ih_t, w_hh_t, w_hr_t))
         blas_ready = not bidirectional and w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES
         row_major = (w_ih_t, w_hh_t, w_hr_t) if blas_ready else (None, None, None)
         layers.append(LayerWeights(column_panels(w_ih_t, blocks=4), bias,

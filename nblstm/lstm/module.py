@@ -11,6 +11,7 @@ from ..packing._validate import as_packed
 from . import _validation as check
 from ._base import _RecurrentModule
 from ._driver import lstm_forward
+from ._torch_quantized import quantized_lstm_parameters
 from ._weights import init_parameters, parameter_shapes
 
 State = Tuple[np.ndarray, np.ndarray]
@@ -80,13 +81,33 @@ class LSTM(_RecurrentModule):
 
     @classmethod
     def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTM":
-        """Build an LSTM with the configuration and weights of a ``torch.nn.LSTM``.
+        """Build an LSTM with the configuration and weights of a torch LSTM.
 
-        ``dtype`` defaults to the module's own (float32 or float64).
+        Parameters
+        ----------
+        module : torch.nn.LSTM or torch.ao.nn.quantized.dynamic.LSTM
+            A float module gives a float model (``dtype`` defaults to the
+            module's own, float32 or float64). A dynamically quantised one
+            (``torch.ao.quantization.quantize_dynamic(model, {nn.LSTM},
+            dtype=torch.qint8)``) gives an int8 model with torch's weights,
+            scales and numerics: the activations of each product quantised
+            per tensor (a layer's whole input at once, ``h`` once a step) to
+            uint8 in [0, 127] (fbgemm's reduce-range rule), so that it gives
+            torch's answers (see ``_torch_quantized``).
+
+        Raises
+        ------
+        TypeError
+            If ``module`` is neither.
+        ValueError
+            For quantised weights with non-zero zero points, or ``dtype``
+            other than float32 for a quantised module.
         """
+        if hasattr(module, "_all_weight_values") and getattr(module, "mode", None) == "LSTM":
+            return cls._from_torch_quantized(module, dtype)
         if getattr(module, "mode", None) != "LSTM" or not hasattr(module, "state_dict"):
-            raise TypeError(f"LSTM.from_torch() expects a torch.nn.LSTM, got "
-                            f"{type(module).__name__}")
+            raise TypeError(f"LSTM.from_torch() expects a torch.nn.LSTM or a "
+                            f"torch.ao.nn.quantized.dynamic.LSTM, got {type(module).__name__}")
         if dtype is None:
             dtype = str(next(iter(module.state_dict().values())).dtype).replace("torch.", "")
         lstm = cls(module.input_size, module.hidden_size, module.num_layers, bool(module.bias),
@@ -94,6 +115,26 @@ class LSTM(_RecurrentModule):
                    int(getattr(module, "proj_size", 0)), dtype=dtype)
         lstm.load_state_dict(module.state_dict())
         return lstm
+
+    @classmethod
+    def _from_torch_quantized(cls, module: Any, dtype: Any) -> "LSTM":
+        if dtype is not None and check.check_dtype(dtype) != np.float32:
+            raise ValueError(f"a quantized torch LSTM becomes an int8 model with float32 input "
+                             f"and output; got dtype={dtype!r}, pass dtype=None or np.float32")
+        found = quantized_lstm_parameters(module)
+        params, scales = dict(found["biases"]), {}
+        for name, values in found["weights"].items():
+            if np.any(found["zero_points"][name] != 0):
+                raise ValueError(f"{name} of the quantized LSTM has non-zero zero points; "
+                                 f"nblstm's int8 weights are symmetric (torch's default "
+                                 f"dynamic qconfig gives zero points of 0)")
+            params[name] = values
+            scales[name] = np.broadcast_to(np.asarray(found["scales"][name], np.float32),
+                                           values.shape[:1]).copy()
+        lstm = cls(found["input_size"], found["hidden_size"], found["num_layers"], found["bias"],
+                   found["batch_first"], float(getattr(module, "dropout", 0.0)),
+                   found["bidirectional"], found["proj_size"], dtype=np.float32)
+        return lstm._int8_copy(params, scales, (found["activation_qmax"], True))
 
     def __repr__(self) -> str:
         extra = "".join([

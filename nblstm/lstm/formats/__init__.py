@@ -1,0 +1,45 @@
+"""Weight formats: what each stores and which register tiles it runs on.
+
+``float.py`` (float32, float64) and ``int8.py`` each give their panel layout
+and tiles through the interface in ``_dispatch.py``; the driver and the step
+loops are shared. This module holds what the Python side asks of a format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .int8 import Int8Panels
+
+#: ``weight_format`` values, and the formats ``quantize()`` converts to.
+FORMATS = ("float32", "float64", "int8")
+QUANTIZED_FORMATS = ("int8",)
+
+_NO_RANGE = np.empty(0, np.float32)  # writeable: a read-only one is another Numba type
+
+
+def direction(weights: Any, d: int) -> Any:
+    """Direction ``d`` of a layer's stacked (D, ...) weights, any format."""
+    if isinstance(weights, Int8Panels):
+        return type(weights)(weights.panels[d], weights.scales[d], weights.col_sums[d],
+                             weights.qmax, weights.per_tensor)
+    return weights[d]
+
+
+def weight_itemsize(weights: Any) -> int:
+    """Bytes per stored weight (int8: 1)."""
+    if isinstance(weights, Int8Panels):
+        return 1
+    return weights.itemsize
+
+
+def input_range(layer: Any, x: np.ndarray) -> np.ndarray:
+    """The ``fixed_range`` of a layer's input projection: (min, max) of all
+    of ``x`` for int8 weights with torch's per-tensor numerics (torch
+    quantises a layer's whole input at once), else empty."""
+    weights = layer.w_ih_panels
+    if isinstance(weights, Int8Panels) and weights.per_tensor and x.size:
+        return np.array([x.min(), x.max()], dtype=np.float32)
+    return _NO_RANGE

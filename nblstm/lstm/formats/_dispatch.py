@@ -1,0 +1,50 @@
+"""The interface a weight format gives the kernels.
+
+The step loops and the projection (``_kernels``) are written once against
+these five functions; each format registers Numba overloads of them for its
+own weight type (``float.py``: float arrays of panels, ``int8.py``: its
+named tuples), so the choice is made when a kernel is compiled, never in its
+loops. A format's weights for one direction are an object ``weights`` that
+holds column panels of the transposed matrix ``w_t`` (K, N):
+
+* ``panel_count(weights)``: how many panels (each ``width`` columns wide,
+  ``width`` = ``_tiles.tile_columns(np.float32)`` for every reduced format).
+* ``new_scratch(weights, rows, inner, fixed_range)``: what the format needs
+  to prepare up to ``rows`` activation rows of up to ``inner`` features
+  (nothing for floats; quantised rows for int8), allocated once per kernel
+  call, never per step. ``fixed_range`` (2,) float32 is the (min, max) to
+  quantise with when the format quantises per tensor over a range known in
+  advance (torch's numerics); empty otherwise.
+* ``prepare_rows(a, n_rows, weights, scratch)``: the operand the tiles read
+  for rows ``[0, n_rows)`` of the float activations ``a`` (n, K): ``a``
+  itself for floats, its quantised rows for int8.
+* ``panel_product(operand, weights, p, out, n_rows, j0, n_valid, tall)``:
+  ``out[:n_rows, j0:j0 + n_valid] += a[:n_rows] @ panel p[:, :n_valid]``, in
+  float32/float64 ``out``.
+* ``direction(weights, d)``: direction ``d``'s weights from the stacked
+  (D, ...) weights of a layer.
+"""
+
+from __future__ import annotations
+
+_JIT_ONLY = "a weight-format interface function is only callable from jitted code"
+
+
+def prepare_rows(a, n_rows, weights, scratch):
+    raise NotImplementedError(_JIT_ONLY)
+
+
+def panel_product(operand, weights, p, out, n_rows, j0, n_valid, tall):
+    raise NotImplementedError(_JIT_ONLY)
+
+
+def panel_count(weights):
+    raise NotImplementedError(_JIT_ONLY)
+
+
+def new_scratch(weights, rows, inner, fixed_range):
+    raise NotImplementedError(_JIT_ONLY)
+
+
+def direction(weights, d):
+    raise NotImplementedError(_JIT_ONLY)

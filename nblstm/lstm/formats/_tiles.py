@@ -1,0 +1,64 @@
+"""Register-tile geometry that every weight format shares, and the stack
+buffer the tiles accumulate in."""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
+
+from ..._config import INLINE_JIT_OPTIONS, PREFERRED_VECTOR_BITS
+
+#: Bytes of one row of a register tile: four vector registers (4 x 4
+#: accumulators for a 4-row tile, of the 32 registers AVX-512 has).
+TILE_ROW_BYTES = 4 * (PREFERRED_VECTOR_BITS or 256) // 8
+
+
+def tile_columns(dtype) -> int:
+    """Columns one register tile (and one weight panel) covers for ``dtype``:
+    64 float32 or 32 float64 with AVX-512."""
+    return TILE_ROW_BYTES // np.dtype(dtype).itemsize
+
+
+def _tile_width(a):
+    """:func:`tile_columns` of ``a.dtype``, as a compile-time constant in kernels."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_tile_width, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _tile_width_overload(a):
+    width = tile_columns(as_dtype(a.dtype))
+    return lambda a: width
+
+
+#: Rows of ``out`` one register tile covers (4 x 4 vector accumulators).
+TILE_ROWS = 4
+#: Rows of the taller tile (6 x 4 accumulators) for products with many rows,
+#: such as the input projection: more FMAs per loaded panel row. Measured
+#: here 1.3x faster from about 48 rows on, and slower for 8-16 rows.
+TALL_TILE_ROWS = 6
+#: From this many rows on, a step's recurrent product uses the taller tile.
+TALL_MIN_ROWS = 24
+
+
+@intrinsic
+def _tile_buffer(typingctx, dtype):
+    """A stack array for a tile of TALL_TILE_ROWS rows of ``dtype``.
+
+    A stack array is provably distinct from every other array, so LLVM keeps
+    the tile in registers across the reduction loop instead of reloading and
+    storing it at every step (which it must do for a heap array that could
+    alias the weights).
+    """
+    element = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        # float32 columns: the widest tile any format has (int32 sums count alike).
+        columns = max(tile_columns(as_dtype(element)), tile_columns(np.float32))
+        size = ir.Constant(ir.IntType(64), TALL_TILE_ROWS * columns)
+        return cgutils.alloca_once(builder, context.get_value_type(element), size=size)
+
+    return types.CPointer(element)(dtype), codegen

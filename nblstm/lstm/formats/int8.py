@@ -1,0 +1,510 @@
+"""int8 weights: per-row scales, VNNI panels, dynamic activation quantisation.
+
+The format
+    A weight matrix ``W`` (N, K) (torch's layout: N outputs) is stored as int8
+    ``Q`` with one float32 scale per output row, ``W ~ scale[:, None] * Q``.
+    Our own quantisation (:func:`quantize_weight`) is symmetric, ``|Q| <= 127``
+    (torch's own weights are taken as they are, -128 included). The
+    activations ``a`` entering each product are quantised when they enter it,
+    to uint8 with a zero point: ``a ~ s_a * (A - z_a)``, and the product is
+    computed exactly in int32::
+
+        out[r, j] += float32(sum_k A[r, k] Q[j, k] - z_a[r] * colsum[j])
+                     * (s_a[r] * scale[j])
+
+    with ``colsum[j] = sum_k Q[j, k]`` computed once. nblstm's own models
+    quantise each activation row on its own over the full uint8 range
+    (``qmax`` 255, ``per_tensor`` False); models imported from torch's
+    dynamically quantised LSTM use torch's numerics: one scale for all the
+    rows of a product and the range [0, 127] (``qmax`` 127, ``per_tensor``
+    True), see ``_torch_quantized``.
+
+Panels
+    ``Q.T`` (K, N) is cut into column panels of ``width`` columns
+    (``tile_columns(float32)``: 64 with AVX-512), each gate on panels of its
+    own (as the float panels). A panel is (ceil(K / 4), 4 * width) int8: row
+    ``g`` holds, for each column, its 4 weights of rows ``4g..4g+3`` -- the
+    operand layout of ``vpdpbusd``, which multiplies 4 uint8 activations by
+    4 int8 weights and adds the four products into one int32 lane. K is
+    zero-padded to a multiple of 4; the padding weights are zero, so
+    whatever the activation padding holds adds nothing.
+
+Tiles
+    4 (or 6, or 1) rows x ``width`` columns of int32 sums stay in registers
+    while the reduction runs over the k groups; the epilogue applies the
+    zero-point correction and the scales. Two register tiles with identical
+    sums: ``vpdpbusd`` where the CPU has VNNI (:class:`Int8Panels`), and a
+    portable one of plain integer arithmetic elsewhere
+    (:class:`Int8PanelsPortable`); integer sums are exact, so both give
+    bitwise the same results. The class of the weights decides which tile a
+    kernel is compiled with.
+
+Exactness bound
+    An int32 sum holds K * 255 * 128: K up to 65,793 inputs; quantize()
+    refuses larger inputs.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import carray, njit, types
+from numba.extending import overload
+
+from ..._codegen import fused_multiply_add, prefer_vector_width
+from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
+from .. import _cpu
+from . import _dispatch
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns
+
+#: Columns of one int8 panel (and tile): the float32 tile's, so every format
+#: splits the hidden units on the same panel boundaries.
+WIDTH = tile_columns(np.float32)
+#: Largest K whose int32 sums cannot overflow (K * 255 * 128 < 2**31).
+MAX_INNER = (2 ** 31 - 1) // (255 * 128)
+#: Largest magnitude of nblstm's own int8 weights (symmetric range).
+WEIGHT_QMAX = 127
+
+
+class Int8Panels(NamedTuple):
+    """One layer's (or one direction's) int8 weights, for the VNNI tiles.
+
+    Attributes
+    ----------
+    panels : (..., n_panels, ceil(K / 4), 4 * WIDTH) int8 -- see module doc
+    scales : (..., N) float32 -- the scale of each output (column of ``Q.T``)
+    col_sums : (..., N) int32 -- ``sum_k Q.T[k, j]``, for the zero-point term
+    qmax : int -- activations are quantised to [0, qmax]
+    per_tensor : bool -- one activation scale per product (torch) or per row
+    """
+
+    panels: np.ndarray
+    scales: np.ndarray
+    col_sums: np.ndarray
+    qmax: int
+    per_tensor: bool
+
+
+class Int8PanelsPortable(Int8Panels):
+    """:class:`Int8Panels` for the portable (no VNNI) tiles; same fields."""
+
+
+class QuantizedRows(NamedTuple):
+    """Scratch: activation rows quantised for one product.
+
+    Attributes
+    ----------
+    q : (rows, 4 * ceil(K / 4)) uint8
+    scale : (rows,) float32
+    zero : (rows,) int32
+    fixed_range : (2,) float32 (min, max) for a per-tensor product whose
+        range was measured over all its rows in advance, or (0,)
+    """
+
+    q: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray
+    fixed_range: np.ndarray
+
+
+_INT8_CLASSES = (Int8Panels, Int8PanelsPortable)
+
+
+def panels_class(vnni=None):
+    """The weights class for the VNNI tiles (default: where the CPU has them,
+    see ``_cpu.USE_VNNI``) or the portable ones."""
+    return Int8Panels if (_cpu.USE_VNNI if vnni is None else vnni) else Int8PanelsPortable
+
+
+# ----------------------------------------------------------------- quantisation
+
+
+def quantize_weight(weight: np.ndarray):
+    """Symmetric per-row int8 quantisation of ``weight`` (N, K) float.
+
+    Returns ``(q, scale)``: int8 (N, K) with ``|q| <= 127`` and float32 (N,),
+    ``scale = max|row| / 127`` (1 for an all-zero row), ``q = rint(w / scale)``.
+    """
+    w = np.asarray(weight, dtype=np.float32)
+    peak = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0], np.float32)
+    scale = np.where(peak > 0, peak / np.float32(WEIGHT_QMAX), np.float32(1)).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    return q, scale
+
+
+#: fbgemm's ``SMALL_SCALE_THRESHOLD``: the smallest activation scale.
+SMALL_SCALE = np.float32(6.1e-5)
+
+
+@njit(**JIT_OPTIONS)
+def choose_qparams(lo, hi, qmax):
+    """(scale, zero point) of uint8 quantisation [0, qmax] of float32 values
+    in [lo, hi]: fbgemm's ``ChooseQuantizationParams``, which torch's dynamic
+    quantisation uses (``_torch_quantized.activation_qparams`` states the
+    rules step by step). The range is widened to hold 0 (so 0 is exact), the
+    scale computed in float64, 0.1 for a zero-width range, at least
+    SMALL_SCALE; the zero point from whichever end loses less, rounded to
+    nearest even. A NaN bound gives a NaN scale (the rows come out NaN, as
+    in float).
+    """
+    lo = min(lo, np.float32(0.0))
+    hi = max(hi, np.float32(0.0))
+    if lo != lo or hi != hi:
+        return np.float32(np.nan), np.int32(0)
+    scale = (np.float64(hi) - np.float64(lo)) / qmax
+    if np.float32(scale) == 0.0 or np.isinf(np.float32(1.0) / np.float32(scale)):
+        scale = 0.1
+    if scale < np.float64(SMALL_SCALE):
+        old = np.float32(scale)
+        scale = np.float64(SMALL_SCALE)
+        if lo == 0.0:
+            hi = np.float32(SMALL_SCALE * np.float32(qmax))
+        elif hi == 0.0:
+            lo = np.float32(-SMALL_SCALE * np.float32(qmax))
+        else:
+            amplifier = np.float32(SMALL_SCALE / old)
+            lo = np.float32(lo * amplifier)
+            hi = np.float32(hi * amplifier)
+    from_min = -np.float64(lo) / scale
+    from_max = qmax - np.float64(hi) / scale
+    if -abs(np.float64(lo) / scale) < qmax - abs(np.float64(hi) / scale):
+        initial = from_min
+    else:
+        initial = from_max
+    if initial < 0.0:
+        zero = 0
+    elif initial > qmax:
+        zero = qmax
+    else:
+        zero = int(np.rint(initial))
+    return np.float32(scale), np.int32(zero)
+
+
+@njit(**JIT_OPTIONS)
+def _row_range(a, r):
+    """(min, max) of row ``r`` of ``a``; NaN if the row holds a NaN."""
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    bad = False
+    for k in range(a.shape[1]):
+        v = a[r, k]
+        lo = min(lo, v)
+        hi = max(hi, v)
+        bad |= v != v
+    if bad:
+        return np.float32(np.nan), np.float32(np.nan)
+    return lo, hi
+
+
+@njit(**JIT_OPTIONS)
+def _quantize_row(a, r, scale, zero, q):
+    """``q[r, :K] = clip(rint(fma(a[r], 1 / scale, zero)), 0, 255)``: fbgemm's
+    rule (one rounding of ``x * inv + zero``, then half to even; the clip is
+    to the whole uint8 range even when ``qmax`` is 127, as fbgemm's)."""
+    prefer_vector_width()
+    inverse = np.float32(1.0) / scale
+    low = np.float32(0.0)
+    high = np.float32(255.0)
+    zero_f = np.float32(zero)
+    for k in range(a.shape[1]):
+        v = np.rint(fused_multiply_add(a[r, np.uint64(k)], inverse, zero_f))
+        q[r, np.uint64(k)] = np.uint8(min(max(v, low), high))
+
+
+@njit(**JIT_OPTIONS)
+def quantize_rows(a, n_rows, rows, qmax, per_tensor):
+    """Quantise rows ``[0, n_rows)`` of ``a`` (n, K) float32 into ``rows``
+    (:class:`QuantizedRows`): each row with its own range, or with
+    ``per_tensor`` one range over all of them (``rows.fixed_range`` if given)."""
+    if per_tensor:
+        if rows.fixed_range.shape[0] == 2:
+            lo, hi = rows.fixed_range[0], rows.fixed_range[1]
+        else:
+            lo = np.float32(np.inf)
+            hi = np.float32(-np.inf)
+            for r in range(n_rows):
+                row_lo, row_hi = _row_range(a, r)
+                if row_lo != row_lo:  # NaN: the whole product is NaN
+                    lo = hi = row_lo
+                    break
+                lo = min(lo, row_lo)
+                hi = max(hi, row_hi)
+        scale, zero = choose_qparams(lo, hi, qmax)
+        for r in range(n_rows):
+            rows.scale[r] = scale
+            rows.zero[r] = zero
+            _quantize_row(a, r, scale, zero, rows.q)
+    else:
+        for r in range(n_rows):
+            row_lo, row_hi = _row_range(a, r)
+            scale, zero = choose_qparams(row_lo, row_hi, qmax)
+            rows.scale[r] = scale
+            rows.zero[r] = zero
+            _quantize_row(a, r, scale, zero, rows.q)
+
+
+# ----------------------------------------------------------------- tiles
+
+
+def _reduction_step_4(tile, q, r0, r1, r2, r3, k, panel, g, weights):
+    raise NotImplementedError
+
+
+def _reduction_step_6(tile, q, r, k, panel, g, weights):
+    raise NotImplementedError
+
+
+def _reduction_step_1(tile, q, r, k, panel, g, weights):
+    raise NotImplementedError
+
+
+@njit(**JIT_OPTIONS)
+def _portable_row_step(tile, slot, q, r, k, panel, g):
+    """Tile row ``slot`` += ``q[r, k:k + 4]`` . ``panel[g]`` in int32."""
+    prefer_vector_width()
+    acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
+    a0 = np.int32(q[r, k])
+    a1 = np.int32(q[r, k + 1])
+    a2 = np.int32(q[r, k + 2])
+    a3 = np.int32(q[r, k + 3])
+    base = slot * WIDTH
+    for jj in range(WIDTH):
+        c = np.uint64(4 * jj)
+        acc[base + jj] += (a0 * np.int32(panel[g, c]) + a1 * np.int32(panel[g, c + 1])
+                           + a2 * np.int32(panel[g, c + 2]) + a3 * np.int32(panel[g, c + 3]))
+
+
+@overload(_reduction_step_4, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _reduction_step_4_overload(tile, q, r0, r1, r2, r3, k, panel, g, weights):
+    if weights.instance_class is Int8Panels:
+        from ._x86 import dpbusd_4_rows
+
+        def vnni(tile, q, r0, r1, r2, r3, k, panel, g, weights):
+            dpbusd_4_rows(tile, q, r0, r1, r2, r3, k, panel, g)
+        return vnni
+
+    def portable(tile, q, r0, r1, r2, r3, k, panel, g, weights):
+        _portable_row_step(tile, 0, q, r0, k, panel, g)
+        _portable_row_step(tile, 1, q, r1, k, panel, g)
+        _portable_row_step(tile, 2, q, r2, k, panel, g)
+        _portable_row_step(tile, 3, q, r3, k, panel, g)
+    return portable
+
+
+@overload(_reduction_step_6, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _reduction_step_6_overload(tile, q, r, k, panel, g, weights):
+    if weights.instance_class is Int8Panels:
+        from ._x86 import dpbusd_6_rows
+
+        def vnni(tile, q, r, k, panel, g, weights):
+            dpbusd_6_rows(tile, q, r, k, panel, g)
+        return vnni
+
+    def portable(tile, q, r, k, panel, g, weights):
+        for i in range(6):
+            _portable_row_step(tile, i, q, r + i, k, panel, g)
+    return portable
+
+
+@overload(_reduction_step_1, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _reduction_step_1_overload(tile, q, r, k, panel, g, weights):
+    """Two k groups (g, g + 1) of one row, into tile rows 0 and 1."""
+    if weights.instance_class is Int8Panels:
+        from ._x86 import dpbusd_1_row
+
+        def vnni(tile, q, r, k, panel, g, weights):
+            dpbusd_1_row(tile, q, r, k, panel, g)
+        return vnni
+
+    def portable(tile, q, r, k, panel, g, weights):
+        _portable_row_step(tile, 0, q, r, k, panel, g)
+        _portable_row_step(tile, 1, q, r, k + 4, panel, g + 1)
+    return portable
+
+
+@njit(**JIT_OPTIONS)
+def _dequantize_row(tile, slot, rows, weights, out, r, j0, n_valid):
+    """``out[r, j0 + jj] = fma(float32(sum - zero * colsum), float32(s_a *
+    scale), out)``: fbgemm's dequantisation (one rounding), with ``out``
+    holding the bias and what is already summed."""
+    prefer_vector_width()
+    acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
+    scale = rows.scale[r]
+    zero = rows.zero[r]
+    base = slot * WIDTH
+    for jj in range(n_valid):
+        j = j0 + jj
+        exact = acc[base + jj] - zero * weights.col_sums[j]
+        out[r, j] = fused_multiply_add(np.float32(exact), scale * weights.scales[j], out[r, j])
+
+
+@njit(**JIT_OPTIONS)
+def _clear(tile, n):
+    acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
+    for i in range(n):
+        acc[i] = 0
+
+
+@njit(**JIT_OPTIONS)
+def _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
+    """Rows ``r0 <= r1 <= r2 <= r3`` (the last may repeat, for 2 or 3 rows;
+    a repeated row is written once)."""
+    prefer_vector_width()
+    tile = _tile_buffer(weights.col_sums)
+    _clear(tile, 4 * WIDTH)
+    q = rows.q
+    for g in range(panel.shape[0]):
+        _reduction_step_4(tile, q, r0, r1, r2, r3, 4 * g, panel, g, weights)
+    _dequantize_row(tile, 0, rows, weights, out, r0, j0, n_valid)
+    if r1 != r0:
+        _dequantize_row(tile, 1, rows, weights, out, r1, j0, n_valid)
+    if r2 != r1:
+        _dequantize_row(tile, 2, rows, weights, out, r2, j0, n_valid)
+    if r3 != r2:
+        _dequantize_row(tile, 3, rows, weights, out, r3, j0, n_valid)
+
+
+@njit(**JIT_OPTIONS)
+def _tile_6_rows(rows, weights, panel, out, r, j0, n_valid):
+    prefer_vector_width()
+    tile = _tile_buffer(weights.col_sums)
+    _clear(tile, 6 * WIDTH)
+    q = rows.q
+    for g in range(panel.shape[0]):
+        _reduction_step_6(tile, q, r, 4 * g, panel, g, weights)
+    for i in range(6):
+        _dequantize_row(tile, i, rows, weights, out, r + i, j0, n_valid)
+
+
+@njit(**JIT_OPTIONS)
+def _tile_1_row(rows, weights, panel, out, r, j0, n_valid):
+    """One row, two accumulator sets (even and odd k groups) added at the end."""
+    prefer_vector_width()
+    tile = _tile_buffer(weights.col_sums)
+    _clear(tile, 2 * WIDTH)
+    q = rows.q
+    for g in range(0, panel.shape[0], 2):  # an even count: see int8_panels
+        _reduction_step_1(tile, q, r, 4 * g, panel, g, weights)
+    acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
+    for jj in range(WIDTH):
+        acc[jj] += acc[WIDTH + jj]
+    _dequantize_row(tile, 0, rows, weights, out, r, j0, n_valid)
+
+
+@njit(**JIT_OPTIONS)
+def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
+    """``out[:n_rows, j0:j0 + n_valid] += dequantised rows @ panel``: the
+    float panels' row schedule (``float.panel_accumulate``) on int8 tiles."""
+    prefer_vector_width()
+    r = np.int64(0)
+    if tall:
+        n_tall = n_rows // TALL_TILE_ROWS
+        if n_tall > 0 and (n_rows - n_tall * TALL_TILE_ROWS) % TILE_ROWS != 0 \
+                and (n_rows - (n_tall - 1) * TALL_TILE_ROWS) % TILE_ROWS == 0:
+            n_tall -= 1
+        for _ in range(n_tall):
+            _tile_6_rows(rows, weights, panel, out, r, j0, n_valid)
+            r += TALL_TILE_ROWS
+    while r + TILE_ROWS <= n_rows:
+        _tile_4_rows(rows, weights, panel, out, r, r + 1, r + 2, r + 3, j0, n_valid)
+        r += TILE_ROWS
+    if n_rows - r >= 2:
+        last = n_rows - 1
+        _tile_4_rows(rows, weights, panel, out, r, r + 1, min(r + 2, last), last, j0, n_valid)
+    elif r < n_rows:
+        _tile_1_row(rows, weights, panel, out, r, j0, n_valid)
+
+
+# ----------------------------------------------------------------- the format interface
+
+
+def _is_int8(weights) -> bool:
+    return isinstance(weights, types.BaseNamedTuple) and weights.instance_class in _INT8_CLASSES
+
+
+@overload(_dispatch.new_scratch, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _new_scratch(weights, rows, inner, fixed_range):
+    if _is_int8(weights):
+        def impl(weights, rows, inner, fixed_range):
+            padded = (inner + 7) // 8 * 8
+            return QuantizedRows(np.empty((rows, padded), np.uint8), np.empty(rows, np.float32),
+                                 np.empty(rows, np.int32), fixed_range)
+        return impl
+
+
+@overload(_dispatch.prepare_rows, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _prepare_rows(a, n_rows, weights, scratch):
+    if _is_int8(weights):
+        def impl(a, n_rows, weights, scratch):
+            quantize_rows(a, n_rows, scratch, weights.qmax, weights.per_tensor)
+            return scratch
+        return impl
+
+
+@overload(_dispatch.panel_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _panel_product(operand, weights, p, out, n_rows, j0, n_valid, tall):
+    if _is_int8(weights):
+        def impl(operand, weights, p, out, n_rows, j0, n_valid, tall):
+            panel_accumulate(operand, weights, weights.panels[p], out, n_rows, j0, n_valid, tall)
+        return impl
+
+
+@overload(_dispatch.panel_count, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _panel_count(weights):
+    if _is_int8(weights):
+        return lambda weights: weights.panels.shape[0]
+
+
+@overload(_dispatch.direction, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _direction(weights, d):
+    if _is_int8(weights):
+        cls = weights.instance_class
+
+        def impl(weights, d):
+            return cls(weights.panels[d], weights.scales[d], weights.col_sums[d], weights.qmax,
+                       weights.per_tensor)
+        return impl
+
+
+# ----------------------------------------------------------------- layout
+
+
+def int8_panels(q_t: np.ndarray, scales: np.ndarray, blocks: int, qmax: int = 255,
+                per_tensor: bool = False, vnni=None) -> Int8Panels:
+    """The int8 weights of ``Q.T`` (..., K, N) int8 with ``scales`` (..., N).
+
+    ``blocks`` equal column blocks (the gates) each get panels of their own;
+    K is zero-padded to a multiple of 8 (an even number of 4-row groups, which
+    the one-row tile takes two at a time). Returns :func:`panels_class`'s
+    named tuple (``vnni`` None: as the CPU allows).
+    """
+    from .._weights import column_panels
+
+    *lead, n_inner, n_cols = q_t.shape
+    if n_inner > MAX_INNER:
+        raise ValueError(f"int8 weights support at most {MAX_INNER} inputs per product (int32 "
+                         f"sums stay exact), got {n_inner}; keep this model in float32")
+    n_groups = 2 * -(-n_inner // 8)
+    padded = np.zeros((*lead, 4 * n_groups, n_cols), np.int8)
+    padded[..., :n_inner, :] = q_t
+    # (..., groups, 4, N) -> (..., groups, N, 4): each column's 4 weights of a group together.
+    quads = np.swapaxes(padded.reshape(*lead, n_groups, 4, n_cols), -1, -2)
+    panels = column_panels(np.ascontiguousarray(quads).reshape(*lead, n_groups, 4 * n_cols),
+                           width=4 * WIDTH, blocks=blocks)
+    col_sums = q_t.astype(np.int32).sum(axis=-2, dtype=np.int32)
+    return panels_class(vnni)(panels, np.ascontiguousarray(scales, np.float32),
+                              np.ascontiguousarray(col_sums), int(qmax), bool(per_tensor))
+
+
+def weight_from_panels(weights: Int8Panels, direction: int, n_inner: int, n_cols: int,
+                       blocks: int) -> np.ndarray:
+    """Torch's (N, K) int8 weight of ``direction`` back from its panels."""
+    panels = weights.panels[direction]  # (n_panels, groups, 4 * WIDTH)
+    n_panels, n_groups, _ = panels.shape
+    per_block = n_panels // blocks
+    block_cols = n_cols // blocks
+    # (blocks, per_block, groups, WIDTH, 4) -> (blocks, groups * 4, per_block * WIDTH)
+    cols = panels.reshape(blocks, per_block, n_groups, WIDTH, 4).transpose(0, 2, 4, 1, 3)
+    cols = cols.reshape(blocks, n_groups * 4, per_block * WIDTH)[:, :n_inner, :block_cols]
+    return np.ascontiguousarray(np.concatenate(list(cols), axis=1).T)
