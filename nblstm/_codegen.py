@@ -104,3 +104,30 @@ def fused_multiply_add(typingctx, a, b, c):
         return builder.call(fn, list(args))
 
     return a(a, b, c), codegen
+
+
+def _float_pair_intrinsic(llvm_name, doc):
+    @intrinsic
+    def pair(typingctx, a, b):
+        if not (a == b and isinstance(a, types.Float)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ll_type = context.get_value_type(signature.args[0])
+            suffix = "f32" if ll_type == ir.FloatType() else "f64"
+            fn = cgutils.get_or_insert_function(builder.module,
+                                                ir.FunctionType(ll_type, [ll_type] * 2),
+                                                f"{llvm_name}.{suffix}")
+            return builder.call(fn, list(args))
+
+        return a(a, b), codegen
+
+    pair.__doc__ = doc
+    return pair
+
+
+minimum = _float_pair_intrinsic(
+    "llvm.minimum", "``min(a, b)`` that propagates NaN (``llvm.minimum``): LLVM vectorises a "
+    "reduction of it without assuming there are no NaNs.")
+maximum = _float_pair_intrinsic(
+    "llvm.maximum", "``max(a, b)`` that propagates NaN (``llvm.maximum``), see :func:`minimum`.")

@@ -52,7 +52,7 @@ import numpy as np
 from numba import carray, njit, types
 from numba.extending import overload
 
-from ..._codegen import fused_multiply_add, prefer_vector_width
+from ..._codegen import fused_multiply_add, maximum, minimum, prefer_vector_width
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _dispatch
@@ -183,17 +183,15 @@ def choose_qparams(lo, hi, qmax):
 
 @njit(**JIT_OPTIONS)
 def _row_range(a, r):
-    """(min, max) of row ``r`` of ``a``; NaN if the row holds a NaN."""
+    """(min, max) of row ``r`` of ``a``; NaN if the row holds a NaN (the
+    NaN-propagating min/max, whose reduction LLVM vectorises)."""
+    prefer_vector_width()
     lo = np.float32(np.inf)
     hi = np.float32(-np.inf)
-    bad = False
     for k in range(a.shape[1]):
-        v = a[r, k]
-        lo = min(lo, v)
-        hi = max(hi, v)
-        bad |= v != v
-    if bad:
-        return np.float32(np.nan), np.float32(np.nan)
+        v = a[r, np.uint64(k)]
+        lo = minimum(lo, v)
+        hi = maximum(hi, v)
     return lo, hi
 
 
@@ -204,12 +202,10 @@ def _quantize_row(a, r, scale, zero, q):
     to the whole uint8 range even when ``qmax`` is 127, as fbgemm's)."""
     prefer_vector_width()
     inverse = np.float32(1.0) / scale
-    low = np.float32(0.0)
-    high = np.float32(255.0)
     zero_f = np.float32(zero)
     for k in range(a.shape[1]):
-        v = np.rint(fused_multiply_add(a[r, np.uint64(k)], inverse, zero_f))
-        q[r, np.uint64(k)] = np.uint8(min(max(v, low), high))
+        v = np.int32(np.rint(fused_multiply_add(a[r, np.uint64(k)], inverse, zero_f)))
+        q[r, np.uint64(k)] = np.uint8(min(max(v, 0), 255))
 
 
 @njit(**JIT_OPTIONS)
