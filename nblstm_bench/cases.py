@@ -81,8 +81,22 @@ GRID = {
         Case("b64_h512", 100, 64, 512, 512),
         Case("speech_2L_bi", 200, 16, 80, 256, num_layers=2, bidirectional=True),
         Case("packed_bi_h256", 200, 32, 256, 256, bidirectional=True, varlen=True, min_len=20),
+        # The reduced-precision cases (int8 / bfloat16 weights): a wide layer whose
+        # weights (75 MB in float32) do not fit in cache, and a long, narrow stream.
+        Case("T50_B4_H1536", 50, 4, 1536, 1536),
+        Case("T2000_B1_I40_H64", 2000, 1, 40, 64),
     )
 }
+
+#: The weight precisions of the comparison command (``--precision``).
+PRECISIONS = ("float32", "int8", "bfloat16")
+
+#: The cases the comparison command runs when ``--cases`` is not given. The
+#: float32 set is the original five (docs/benchmark.md and the README's figures
+#: are of it); the two wide/long cases were added for the reduced precisions.
+FLOAT32_CASES = ("stream_b1_h128", "b8_h256", "b64_h512", "speech_2L_bi", "packed_bi_h256")
+REDUCED_CASES = FLOAT32_CASES + ("T50_B4_H1536", "T2000_B1_I40_H64")
+DEFAULT_CASES = {"float32": FLOAT32_CASES, "int8": REDUCED_CASES, "bfloat16": REDUCED_CASES}
 
 #: Long single-layer sequence for the peak-memory benchmark.
 PEAKMEM_CASE = Case("peakmem_T20000_b8_h256", 20000, 8, 256, 256)

@@ -14,6 +14,13 @@ Run it as::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --threads 1
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --dtype float64
     python -m nblstm_bench --quick --cases stream_b1_h128 b8_h256      # smoke
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --precision int8
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --precision bfloat16
+
+``--precision int8`` / ``bfloat16`` times ``LSTM.quantize(...)`` against ONNX
+Runtime int8 (``DynamicQuantizeLSTM``) and torch qint8, or torch bfloat16, and
+against nblstm float32, on two more cases; each side's max abs error against
+torch float32 is reported (a side is not timed only if it is absurd, > 0.2).
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --cold-start
 """
 
@@ -36,7 +43,7 @@ from typing import Optional
 import numpy as np
 
 from . import peers
-from .cases import GRID, Case
+from .cases import DEFAULT_CASES, GRID, PRECISIONS, Case
 
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 PADDED_ROW = "packed_bi_h256 vs padded torch"
@@ -52,6 +59,43 @@ TORCH_TARGETS = {
 }
 ORT_TARGET = 1.0  # every single-layer case
 GEMM_FRACTION_TARGET = 0.75  # b64_h512: nblstm GFLOP/s >= 75% of NumPy sgemm GFLOP/s
+
+# Reduced precision (--precision int8 / bfloat16): the sides timed against
+# nblstm's quantized model (key, label), in the order of the table's columns.
+REDUCED_PEERS = {
+    "int8": (("onnxruntime_int8", "ORT int8"), ("torch_qint8", "torch qint8"), ("nblstm_fp32", "nblstm float32")),
+    "bfloat16": (("torch_bf16", "torch bf16"), ("nblstm_fp32", "nblstm float32")),
+}
+NBLSTM_LABEL = {"int8": "nblstm int8", "bfloat16": "nblstm bf16"}
+#: Whose error nblstm's should not exceed (the accuracy target).
+ACCURACY_PEER = {"int8": "onnxruntime_int8", "bfloat16": "torch_bf16"}
+_ALL = "*"  # every case
+# Speedup targets (peer time / nblstm time) at 2 threads, per precision and peer.
+REDUCED_TARGETS = {
+    "int8": {
+        "onnxruntime_int8": {c: 1.3 for c in ("stream_b1_h128", "b8_h256", "b64_h512", "packed_bi_h256",
+                                              "T50_B4_H1536", "T2000_B1_I40_H64")},
+        "torch_qint8": {_ALL: 2.0},
+        "nblstm_fp32": {"b64_h512": 2.5, "T50_B4_H1536": 2.5},
+    },
+    "bfloat16": {
+        "torch_bf16": {"b8_h256": 1.3, "T50_B4_H1536": 1.3, "stream_b1_h128": 2.0, "packed_bi_h256": 3.0,
+                       "b64_h512": 1.15, "speech_2L_bi": 1.3},
+        "nblstm_fp32": {"b64_h512": 1.7, "stream_b1_h128": 1.5},
+    },
+}
+RATE_CASE = "b64_h512"  # the case whose multiply-add / GEMM rate is reported
+CPU_FEATURES = ("avx512vnni", "avx512bf16", "avxvnni", "amx-bf16", "amx-int8", "avx512f")
+
+
+def reduced_target(precision: str, peer: str, case_name: str) -> Optional[float]:
+    t = REDUCED_TARGETS[precision].get(peer, {})
+    return t.get(case_name, t.get(_ALL))
+
+
+def default_output(precision: str, ext: str) -> str:
+    """docs/benchmark.{md,png} for float32, docs/benchmark_<precision>.{md,png} otherwise."""
+    return f"docs/benchmark.{ext}" if precision == "float32" else f"docs/benchmark_{precision}.{ext}"
 
 
 # --------------------------------------------------------------------------- machine
@@ -95,6 +139,25 @@ def busy_processes(limit: int = 3) -> list:
         if len(parts) == 3 and int(parts[0]) != os.getpid() and float(parts[1]) >= 20.0:
             busy.append(f"pid {parts[0]} {parts[1]}% {parts[2][:60]}")
     return busy[:limit]
+
+
+def cpu_features() -> Optional[dict]:
+    """The int8 / bfloat16 instruction sets of this CPU as LLVM (so Numba) sees
+    them: ``llvmlite.binding.get_host_cpu_features()``; None without llvmlite."""
+    try:
+        import llvmlite.binding as llb
+
+        feats = llb.get_host_cpu_features()
+    except Exception:
+        return None
+    return {k: bool(feats.get(k, False)) for k in CPU_FEATURES}
+
+
+def cpu_features_text() -> str:
+    f = cpu_features()
+    if f is None:
+        return "unknown (llvmlite.binding.get_host_cpu_features() unavailable)"
+    return ", ".join(f"{k} {'true' if v else 'false'}" for k, v in f.items())
 
 
 def blas_warning() -> Optional[str]:
@@ -241,6 +304,7 @@ class CaseResult:
     ref: str = "nblstm"
     gemm: Optional[dict] = None
     rounds: int = 0
+    extra: dict = field(default_factory=dict)
 
 
 def run_case(case: Case, dtype, threads: int, rounds: int, block_s: float, alone_blocks: int,
@@ -309,6 +373,101 @@ def run_case(case: Case, dtype, threads: int, rounds: int, block_s: float, alone
                 )
         if "nblstm" in res.timings:
             g["nblstm_gflops"] = case.flops() / (res.timings["nblstm"].pair_ms * 1e-3) / 1e9
+        res.gemm = g
+    return res
+
+
+def run_case_reduced(case: Case, precision: str, threads: int, rounds: int, block_s: float, alone_blocks: int,
+                     use_nblstm: bool, budget_s: float = float("inf"), min_rounds: int = 5,
+                     gap_s: float = 0.0) -> CaseResult:
+    """One case at a reduced weight precision (float32 input and output).
+
+    Timed: nblstm's ``LSTM.quantize(precision)`` model (the reference of every
+    ratio), the peers of :data:`REDUCED_PEERS` and, on :data:`RATE_CASE`, torch's
+    GEMM in that precision. torch float32 on the same input is the accuracy
+    reference (called once, not timed); ``res.diffs`` holds every side's max abs
+    error against it. A side is dropped only if its error is absurd."""
+    res = CaseResult(case)
+    x = case.padded_input(np.float32)
+    lengths = case.lengths()
+    module = peers.make_torch_module(case, np.float32, seed=0)
+    sd = peers.torch_state_dict(module)
+    ref_runner = peers.build_torch(module, case, x, lengths, packed=case.varlen)
+    ref = ref_runner.result(ref_runner.fn())
+    res.notes.append(f"torch float32 (accuracy reference, not timed): {ref_runner.note}")
+    packed = case.varlen
+
+    def nblstm_fp32():
+        return peers.build_nblstm(sd, case, x, lengths, packed=packed)
+
+    builders = []
+    if use_nblstm:
+        builders.append(("nblstm", lambda: peers.build_nblstm(sd, case, x, lengths, packed=packed,
+                                                              quantize=precision)))
+    for key, _ in REDUCED_PEERS[precision]:
+        if key == "onnxruntime_int8":
+            builders.append((key, lambda: peers.build_ort_int8(sd, case, x, lengths, threads=threads)))
+        elif key == "torch_qint8":
+            builders.append((key, lambda: peers.build_torch_qint8(module, case, x, lengths, packed=packed)))
+        elif key == "torch_bf16":
+            builders.append((key, lambda: peers.build_torch_bf16(module, case, x, lengths, packed=packed)))
+        elif key == "nblstm_fp32" and use_nblstm:
+            builders.append((key, nblstm_fp32))
+
+    runners = {}
+    for name, build in builders:
+        try:
+            r = build()
+        except NotImplementedError as exc:
+            res.errors[name] = str(exc)
+            continue
+        except Exception as exc:
+            res.errors[name] = f"build failed: {type(exc).__name__}: {exc}"
+            continue
+        r.impl = name
+        if "ops" in r.extra:
+            res.extra["ort_ops"] = r.extra["ops"]
+        try:  # this is also the compile call
+            res.diffs[name] = peers.check_error(case, lengths, ref, r)
+        except Exception as exc:
+            res.errors[name] = f"NOT TIMED: {type(exc).__name__}: {exc}"
+            continue
+        runners[name] = r
+        if r.note:
+            res.notes.append(f"{name}: {r.note}")
+
+    gemm_runner = None
+    if case.name == RATE_CASE:
+        M, K, N = case.T * case.B, case.I + case.H, 4 * case.H
+        try:
+            gemm_runner = peers.build_torch_gemm(
+                M, K, N, precision, label=f"({M}x{K})@({K}x{N}) = (T*B, I+H)@(I+H, 4H)")
+            runners["gemm"] = gemm_runner
+        except Exception as exc:
+            res.errors["gemm"] = f"{precision} GEMM reference not run: {type(exc).__name__}: {exc}"
+
+    peers.set_threads(threads)  # again: limits BLAS libraries loaded while building
+    res.ref = "nblstm" if "nblstm" in runners else next((n for n in runners if n != "gemm"), "none")
+    if not runners:
+        return res
+    res.timings = interleave(runners, rounds, block_s, alone_blocks, budget_s=budget_s, min_rounds=min_rounds,
+                             gap_s=gap_s)
+    res.rounds = len(next(iter(res.timings.values())).per_round_s)
+
+    if case.name == RATE_CASE:
+        macs = case.flops() / 2.0  # 4H(I+H) multiply-adds per real row, step and direction
+        g = {}
+        for name in ("nblstm", "nblstm_fp32"):
+            if name in res.timings:
+                g[f"{name}_gmacs"] = macs / (res.timings[name].pair_ms * 1e-3) / 1e9
+        if gemm_runner is not None:
+            t = res.timings["gemm"]
+            g["gemm"] = dict(label=gemm_runner.note, gmacs=gemm_runner.flops / 2.0 / (t.pair_ms * 1e-3) / 1e9)
+            if "nblstm" in res.timings:
+                g["gemm"]["fraction"] = median_ratio(
+                    [case.flops() * tg for tg in t.per_round_s],
+                    [gemm_runner.flops * tn for tn in res.timings["nblstm"].per_round_s],
+                )
         res.gemm = g
     return res
 
@@ -390,6 +549,110 @@ def target_text(row) -> str:
     return ", ".join(parts) or "—"
 
 
+def build_rows_reduced(results: list, precision: str, threads: int) -> list:
+    """One dict per case: ``ms``/``x``/``x_min``/``err`` keyed by side, plus flat
+    ``x_<peer>`` (for the chart) and ``targets`` (peer -> speedup, 2 threads only)."""
+    peer_keys = [k for k, _ in REDUCED_PEERS[precision]]
+    rows = []
+    for res in results:
+        c, T = res.case, res.timings
+        nb = T.get("nblstm") if res.ref == "nblstm" else None
+        row = dict(case=c.name, shape=c.describe(), ref=res.ref,
+                   nblstm_ms=nb.pair_ms if nb else None,
+                   ms={}, x={}, x_min={}, err=dict(res.diffs), targets={})
+        for key in peer_keys:
+            row["ms"][key] = T[key].pair_ms if key in T else None
+            row["x"][key] = median_ratio(T[key].per_round_s, nb.per_round_s) if key in T and nb else None
+            row["x_min"][key] = min(T[key].per_round_s) / min(nb.per_round_s) if key in T and nb else None
+            row[f"x_{key}"] = row["x"][key]
+            tgt = reduced_target(precision, key, c.name) if threads == 2 else None
+            if tgt is not None:
+                row["targets"][key] = tgt
+        if nb is None:
+            row["result"] = f"n/a (no {NBLSTM_LABEL[precision]})"
+        else:
+            checks = [row["x"][k] >= t for k, t in row["targets"].items() if row["x"][k] is not None]
+            row["result"] = "—" if not checks else ("PASS" if all(checks) else "FAIL")
+        rows.append(row)
+    return rows
+
+
+def _fmt_err(e: Optional[float]) -> str:
+    return "—" if e is None else f"{e:.2e}"
+
+
+def render_markdown_reduced(results, rows, precision, threads, header_lines, footer_lines) -> str:
+    nb_label = NBLSTM_LABEL[precision]
+    plist = REDUCED_PEERS[precision]
+    labels = dict(plist)
+    lines = list(header_lines) + [""]
+    cols = ["case", "shape", f"{nb_label} ms"]
+    for _, label in plist:
+        cols += [f"{label} ms", f"speedup vs {label}"]
+    cols += [f"err {nb_label}"] + [f"err {label}" for _, label in plist] + ["target", "result"]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|---|---|" + "---:|" * (1 + 2 * len(plist) + 1 + len(plist)) + "---|---|")
+    for r in rows:
+        cells = [r["case"], r["shape"], _fmt_ms(r["nblstm_ms"])]
+        for key, _ in plist:
+            cells += [_fmt_ms(r["ms"][key]), _fmt_x(r["x"][key])]
+        cells += [_fmt_err(r["err"].get("nblstm"))] + [_fmt_err(r["err"].get(key)) for key, _ in plist]
+        tt = ", ".join(f"≥{t:g}× {labels[k]}" for k, t in r["targets"].items()) or "—"
+        cells += [tt, r["result"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        f"err = max abs error against torch float32 on the same input (y over the real steps, padded positions "
+        f"masked, and h_n, c_n); a side is not timed only if it exceeds {peers.ABSURD_ERROR:g}. "
+        f"Targets (at 2 threads) are peer time / {nb_label} time.")
+    lines.append("")
+    if any(r["ref"] == "nblstm" for r in rows):
+        lines.append(
+            "Cross-check against other load (ratio of each side's fastest block; should be close to the medians "
+            "above on a quiet machine): "
+            + "; ".join(f"{r['case']}: " + ", ".join(f"{_fmt_x(r['x_min'][k])} {lab}" for k, lab in plist)
+                        for r in rows))
+        lines.append("")
+    acc = ACCURACY_PEER[precision]
+    lines.append(f"Accuracy (target: {nb_label}'s error ≤ {labels[acc]}'s):")
+    for r in rows:
+        e, ep = r["err"].get("nblstm"), r["err"].get(acc)
+        s = f"- {r['case']}: {nb_label} err {_fmt_err(e)} vs {labels[acc]} err {_fmt_err(ep)}"
+        if e is not None and ep is not None:
+            s += f" ({'≤: yes' if e <= ep else '≤: NO'}, ratio {e / ep:.2f})" if ep > 0 else ""
+        others = [f"{labels[k]} err {_fmt_err(r['err'][k])}" for k, _ in plist if k != acc and k in r["err"]]
+        if others:
+            s += "; " + ", ".join(others)
+        lines.append(s)
+    if precision == "int8":
+        ops = [f"{res.case.name} {'+'.join(res.extra['ort_ops'])}" for res in results if "ort_ops" in res.extra]
+        if ops:
+            lines.append("")
+            lines.append("ONNX Runtime int8: `quantize_dynamic(weight_type=QuantType.QInt8)` of the float32 graph; "
+                         "checked that every LSTM node became DynamicQuantizeLSTM: " + "; ".join(ops))
+    rate_lines = []
+    for res in results:
+        if res.gemm:
+            g = res.gemm
+            s = f"- multiply-add rate ({res.case.name}, 4H(I+H) multiply-adds per real row, step and direction, {threads} thread(s)): "
+            parts = []
+            if "nblstm_gmacs" in g:
+                parts.append(f"{nb_label} {g['nblstm_gmacs']:.1f} GMAC/s")
+            if "nblstm_fp32_gmacs" in g:
+                parts.append(f"nblstm float32 {g['nblstm_fp32_gmacs']:.1f} GMAC/s")
+            if "gemm" in g:
+                gi = g["gemm"]
+                gs = f"{gi['label']}: {gi['gmacs']:.1f} GMAC/s"
+                if "fraction" in gi:
+                    gs += f" ({nb_label} = {100 * gi['fraction']:.0f}% of it, median per-round ratio)"
+                parts.append(gs)
+            rate_lines.append(s + "; ".join(parts))
+    if rate_lines:
+        lines += [""] + rate_lines
+    lines += footer_lines
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(results, rows, dtype, threads, header_lines, footer_lines) -> str:
     lines = list(header_lines) + [""]
     have_nb = any(r["ref"] == "nblstm" for r in rows)
@@ -437,7 +700,9 @@ def render_markdown(results, rows, dtype, threads, header_lines, footer_lines) -
     return "\n".join(lines) + "\n"
 
 
-def draw_png(rows, path, title):
+def draw_png(rows, path, title, series=None, ylabel=None):
+    """Bars of speedups per row. ``series``: ``(row column, legend, colour,
+    targets key)`` tuples (default: the float32 chart's vs torch / vs ORT)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -448,7 +713,10 @@ def draw_png(rows, path, title):
     xs = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(rows) + 2), 4.8))
     w = 0.38
-    if have_nb:
+    if series is not None:
+        w = 0.8 / len(series)
+        ax.set_ylabel(ylabel or "speedup of nblstm (peer time / nblstm time)")
+    elif have_nb:
         series = [("x_torch", "vs torch", "tab:blue", "torch"), ("x_ort", "vs ONNX Runtime", "tab:orange", "ort")]
         ax.set_ylabel("speedup of nblstm (peer time / nblstm time)")
     else:
@@ -591,8 +859,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m nblstm_bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="threads on every side (default 2)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="weight precision: float32 (default: nblstm vs torch and ONNX Runtime), or int8 / "
+                        "bfloat16: nblstm's LSTM.quantize(...) vs ONNX Runtime int8 and torch qint8 / torch "
+                        "bfloat16, and vs nblstm float32 (float32 input and output; needs --dtype float32)")
     p.add_argument("--cases", nargs="+", default=None,
-                   help=f"cases to run (space or comma separated); default all: {', '.join(GRID)}")
+                   help=f"cases to run (space or comma separated; known: {', '.join(GRID)}); default "
+                        f"float32: {', '.join(DEFAULT_CASES['float32'])}; int8 and bfloat16: all")
     p.add_argument("--quick", action="store_true", help="tiny repeats, for a CI smoke run")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 25, quick 3)")
     p.add_argument("--block-ms", type=float, default=None, help="target block length (default 30, quick 5)")
@@ -601,9 +874,12 @@ def parse_args(argv=None):
                         "side (torch's OpenMP, OpenBLAS) go idle first (default 150, quick 0)")
     p.add_argument("--case-budget-s", type=float, default=None,
                    help="stop a case's rounds after this many seconds, once 5 (quick: 3) are done (default 60, quick 10)")
-    p.add_argument("--png", default="docs/benchmark.png", help="bar chart path (default docs/benchmark.png)")
+    p.add_argument("--png", default=None,
+                   help="bar chart path (default docs/benchmark.png; docs/benchmark_int8.png or "
+                        "docs/benchmark_bfloat16.png with --precision)")
     p.add_argument("--md", default=None,
-                   help="markdown output (default docs/benchmark.md, or docs/cold_start.md with --cold-start)")
+                   help="markdown output (default docs/benchmark.md, docs/benchmark_int8.md or "
+                        "docs/benchmark_bfloat16.md with --precision, or docs/cold_start.md with --cold-start)")
     p.add_argument("--no-png", action="store_true", help="do not draw the chart")
     p.add_argument("--peers-only", action="store_true", help="do not run nblstm even if it is available")
     p.add_argument("--cold-start", action="store_true",
@@ -620,7 +896,13 @@ def main(argv=None) -> int:
         return cold_start(1 if args.quick else 3, args.md or "docs/cold_start.md")
 
     dtype = np.dtype(args.dtype)
-    names = list(GRID)
+    precision = args.precision
+    reduced = precision != "float32"
+    if reduced and dtype != np.float32:
+        print(f"--precision {precision} has float32 input and output: use it with --dtype float32", file=sys.stderr)
+        return 2
+    png_path = args.png or default_output(precision, "png")
+    names = list(DEFAULT_CASES[precision])
     if args.cases:
         names = [n for a in args.cases for n in a.split(",") if n]
         unknown = [n for n in names if n not in GRID]
@@ -643,6 +925,8 @@ def main(argv=None) -> int:
     thread_notes = peers.set_threads(args.threads)
     if not use_nblstm and not args.peers_only:
         print("nblstm.LSTM is not available: timing the peers only.", file=sys.stderr)
+    if reduced and use_nblstm and not peers.nblstm_can_quantize():
+        print(f"nblstm.LSTM.quantize is not available: {NBLSTM_LABEL[precision]} is not run.", file=sys.stderr)
 
     load0 = load_average()
     busy0 = busy_processes()
@@ -654,26 +938,47 @@ def main(argv=None) -> int:
     for name in names:
         case = GRID[name]
         print(f"[{time.time() - t_start:6.1f}s] {name} ({case.describe()}) ...", file=sys.stderr, flush=True)
+        if reduced:
+            results.append(
+                run_case_reduced(case, precision, args.threads, rounds, block_s, alone_blocks, use_nblstm,
+                                 budget_s=budget_s, min_rounds=min_rounds, gap_s=gap_s)
+            )
+            continue
         results.append(
             run_case(case, dtype, args.threads, rounds, block_s, alone_blocks, use_nblstm,
                      gemm_square=not args.quick, budget_s=budget_s, min_rounds=min_rounds, gap_s=gap_s)
         )
     thread_notes = peers.set_threads(args.threads)
 
-    rows = build_rows(results, dtype, args.threads)
+    rows = build_rows_reduced(results, precision, args.threads) if reduced else build_rows(results, dtype, args.threads)
     now = _dt.datetime.now(_dt.timezone.utc)
     machine = f"{cpu_model()}, {cores()} cores, {args.threads} thread(s)"
-    header = [
-        f"# nblstm vs torch / ONNX Runtime — {now:%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {machine}; dtype {dtype.name}. {versions()}.",
+    method = (
         f"Method: one process, up to {rounds} interleaved rounds per case (order rotates each round; "
         f"done: {', '.join(f'{r.case.name} {r.rounds}' for r in results)}), blocks of ~{block_s * 1e3:.0f} ms "
         f"(at least one call), a {gap_s * 1e3:.0f} ms pause and one untimed call before every block (threads left spinning "
         "by the previous side go idle, this side's own threads are awake); "
-        "ms = median per-call time in the rounds; speedup = median of per-round ratios peer time / nblstm time. "
-        "Every runner was called and checked against torch (max abs diff) before timing.",
-    ]
+    )
+    if reduced:
+        nb_label = NBLSTM_LABEL[precision]
+        header = [
+            f"# {nb_label} vs {' / '.join(label for _, label in REDUCED_PEERS[precision])} — {now:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"Machine: {machine}; precision {precision} (weights; float32 input and output). {versions()}.",
+            f"CPU features (llvmlite.binding.get_host_cpu_features()): {cpu_features_text()}.",
+            method + f"ms = median per-call time in the rounds; speedup = median of per-round ratios peer time / "
+            f"{nb_label} time. Every runner was called once before timing and its max abs error against torch "
+            f"float32 on the same input measured (torch float32 itself is not timed). packed_bi_h256 is a "
+            f"PackedSequence for nblstm and torch, sequence_lens for ONNX Runtime.",
+        ]
+    else:
+        header = [
+            f"# nblstm vs torch / ONNX Runtime — {now:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"Machine: {machine}; dtype {dtype.name}. {versions()}.",
+            method + "ms = median per-call time in the rounds; speedup = median of per-round ratios peer time / nblstm time. "
+            "Every runner was called and checked against torch (max abs diff) before timing.",
+        ]
     if warn:
         header.append("")
         header.append(f"**{warn}**")
@@ -685,7 +990,7 @@ def main(argv=None) -> int:
             footer.append(f"- {res.case.name}: {impl}: {err}")
         if res.diffs:
             footer.append(
-                f"- {res.case.name}: max abs diff vs torch: "
+                f"- {res.case.name}: {'max abs error vs torch float32' if reduced else 'max abs diff vs torch'}: "
                 + ", ".join(f"{k} {v:.2e}" for k, v in res.diffs.items())
                 + "; " + "; ".join(res.notes)
             )
@@ -705,19 +1010,37 @@ def main(argv=None) -> int:
                   f"(on {cores()} cores; well above {args.threads} means other work shared the CPUs)")
     if busy0:
         footer.append("- **other processes were using the CPU at the start**: " + "; ".join(busy0))
-    text = render_markdown(results, rows, dtype, args.threads, header, footer)
+    if reduced:
+        text = render_markdown_reduced(results, rows, precision, args.threads, header, footer)
+    else:
+        text = render_markdown(results, rows, dtype, args.threads, header, footer)
     print(text)
-    md = args.md or "docs/benchmark.md"
+    md = args.md or default_output(precision, "md")
     os.makedirs(os.path.dirname(os.path.abspath(md)), exist_ok=True)
     with open(md, "w") as f:
         f.write(text)
     print(f"wrote {md}", file=sys.stderr)
-    if not args.no_png:
+    if args.no_png:
+        return 0
+    if reduced:
+        nb_label = NBLSTM_LABEL[precision]
+        if not any(r["ref"] == "nblstm" for r in rows):
+            print(f"no chart: {nb_label} was not run", file=sys.stderr)
+            return 0
+        colors = ("tab:orange", "tab:blue", "tab:green")
+        series = [(f"x_{key}", f"vs {label}", colors[k], key)
+                  for k, (key, label) in enumerate(REDUCED_PEERS[precision])]
+        feats = cpu_features()
+        feat_text = ("CPU: " + " ".join(f"{k}={'y' if v else 'n'}" for k, v in feats.items())) if feats else ""
+        title = f"{nb_label} speedups, precision {precision} — {now:%Y-%m-%d %H:%M} UTC\n{machine}\n{feat_text}"
+        draw_png(rows, png_path, title, series=series,
+                 ylabel=f"speedup of {nb_label} (peer time / {nb_label} time)")
+    else:
         title = f"nblstm speedups — {now:%Y-%m-%d %H:%M} UTC — {machine}, {dtype.name}"
         if not any(r["ref"] == "nblstm" for r in rows):
             title = f"ONNX Runtime vs torch (nblstm missing) — {now:%Y-%m-%d %H:%M} UTC — {machine}, {dtype.name}"
-        draw_png(rows, args.png, title)
-        print(f"wrote {args.png}", file=sys.stderr)
+        draw_png(rows, png_path, title)
+    print(f"wrote {png_path}", file=sys.stderr)
     return 0
 
 

@@ -10,11 +10,25 @@ before anything is timed.
 torch, onnx/onnxruntime and nblstm are imported lazily; a builder whose library
 is missing or cannot do the job raises :class:`NotImplementedError` (which asv
 treats as "skip").
+
+Reduced precision (``--precision int8`` / ``bfloat16`` of the comparison
+command): :func:`build_nblstm` with ``quantize=``, :func:`build_ort_int8`
+(``quantize_dynamic`` of the float32 graph: ``DynamicQuantizeLSTM``),
+:func:`build_torch_qint8` (``torch.ao.quantization.quantize_dynamic``) and
+:func:`build_torch_bf16`; their outputs are float32, and they are checked with
+:func:`check_error` (error against torch float32, fails only if absurd) instead
+of :func:`check_agreement`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import logging
 import os
+import shutil
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -24,6 +38,10 @@ from .cases import Case, numpy_state_dict, pack_numpy, unpack_numpy
 
 #: Agreement required between a runner and the reference (max abs diff).
 TOLERANCE = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+
+#: Reduced precision: a side whose max abs error against torch float32 is above
+#: this is broken (not merely less accurate), and is not timed.
+ABSURD_ERROR = 0.2
 
 # ONNX gate order is i, o, f, c; torch's is i, f, g(=c), o.
 _TORCH_TO_ONNX_GATES = (0, 3, 1, 2)
@@ -118,6 +136,18 @@ def check_agreement(case: Case, lengths, ref: Runner, other: Runner, dtype) -> f
     return d
 
 
+def check_error(case: Case, lengths, ref_result: tuple, other: Runner, limit: float = ABSURD_ERROR) -> float:
+    """Reduced precision: run ``other`` once and return its max abs error against
+    ``ref_result`` (torch float32 on the same input, padded steps masked); raise
+    ``AssertionError`` only if the error is absurd (``> limit``, or NaN)."""
+    err = max_abs_diff(case, lengths, ref_result, other.result(other.fn()))
+    if not err <= limit:
+        raise AssertionError(
+            f"{case.name}: {other.impl} max abs error vs torch float32 {err:.3g} > {limit:g}"
+        )
+    return err
+
+
 # --------------------------------------------------------------------------- torch
 
 
@@ -148,11 +178,16 @@ def torch_state_dict(module) -> dict:
     return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
 
 
-def build_torch(module, case: Case, x: np.ndarray, lengths=None, packed: bool = False) -> Runner:
+def build_torch(module, case: Case, x: np.ndarray, lengths=None, packed: bool = False,
+                torch_dtype=None) -> Runner:
     """torch runner under ``torch.inference_mode()``; ``packed`` feeds a
-    ``PackedSequence`` built once from ``x`` and ``lengths``."""
+    ``PackedSequence`` built once from ``x`` and ``lengths``. ``torch_dtype``
+    (e.g. ``torch.bfloat16``): the input is cast to it once, before timing, and
+    ``result`` casts the outputs back to float32."""
     torch = _require_torch()
     xt = torch.from_numpy(np.ascontiguousarray(x))
+    if torch_dtype is not None:
+        xt = xt.to(torch_dtype)
     if packed:
         inp = torch.nn.utils.rnn.pack_padded_sequence(
             xt, torch.as_tensor(np.asarray(lengths, dtype=np.int64)), enforce_sorted=False
@@ -170,9 +205,56 @@ def build_torch(module, case: Case, x: np.ndarray, lengths=None, packed: bool = 
             y, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=case.T)
         else:
             y = out
+        if torch_dtype is not None:
+            y, h, c = y.float(), h.float(), c.float()
         return y.numpy(), h.numpy(), c.numpy()
 
     return Runner("torch", fn, result, note="packed" if packed else "padded")
+
+
+@contextlib.contextmanager
+def _quiet_torch_quantization():
+    """Silence torch.ao.quantization's deprecation warning (and the quantized
+    tensor creation one) while building the qint8 module."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*quantiz", category=UserWarning)
+        yield
+
+
+def build_torch_qint8(module, case: Case, x: np.ndarray, lengths=None, packed: bool = False) -> Runner:
+    """torch dynamic int8 (``qint8`` weights, float32 activations): ``module``
+    (float32) wrapped in ``nn.Sequential`` and converted by
+    ``torch.ao.quantization.quantize_dynamic(..., {nn.LSTM}, dtype=torch.qint8)``
+    (a copy: ``module`` is left as it is), under ``inference_mode``."""
+    torch = _require_torch()
+    with _quiet_torch_quantization(), torch.inference_mode():
+        qm = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(module), {torch.nn.LSTM}, dtype=torch.qint8
+        )
+    qtype = type(qm[0])
+    if "quantized" not in qtype.__module__:
+        raise AssertionError(f"quantize_dynamic left the LSTM as {qtype.__module__}.{qtype.__name__}")
+    r = build_torch(qm, case, x, lengths, packed=packed)
+    r.impl = "torch_qint8"
+    r.note = f"quantize_dynamic qint8 -> {qtype.__module__}.{qtype.__name__}, " + r.note
+    r.extra["module"] = qm
+    with _quiet_torch_quantization():  # any first-call warning, outside the timing
+        r.fn()
+    return r
+
+
+def build_torch_bf16(module, case: Case, x: np.ndarray, lengths=None, packed: bool = False) -> Runner:
+    """torch bfloat16: a copy of ``module`` ``.to(torch.bfloat16)``, bfloat16
+    input (cast once, before timing), outputs cast back to float32."""
+    torch = _require_torch()
+    bm = copy.deepcopy(module).to(torch.bfloat16)
+    r = build_torch(bm, case, x, lengths, packed=packed, torch_dtype=torch.bfloat16)
+    r.impl = "torch_bf16"
+    r.note = "module.to(torch.bfloat16), bfloat16 input, " + r.note
+    r.extra["module"] = bm
+    return r
 
 
 # --------------------------------------------------------------------------- ONNX Runtime
@@ -292,13 +374,18 @@ def ort_supports_double() -> bool:
 
 def build_ort(state_dict: dict, case: Case, x: np.ndarray, lengths=None, threads: int = 2, dtype=np.float32) -> Runner:
     """ONNX Runtime runner on the ONNX ``LSTM`` operator with ``sequence_lens``."""
-    ort = _require_ort()
+    _require_ort()
     if np.dtype(dtype) == np.float64 and not ort_supports_double():
         raise NotImplementedError("ONNX Runtime's LSTM operator does not support double")
     model, outs = onnx_lstm_model(state_dict, case, dtype)
-    sess = ort.InferenceSession(
-        model.SerializeToString(), ort_session_options(threads), providers=["CPUExecutionProvider"]
-    )
+    return _ort_runner(model.SerializeToString(), outs, case, x, lengths, threads, dtype,
+                       "onnxruntime", f"sequence_lens, intra_op={threads}")
+
+
+def _ort_runner(model_bytes: bytes, outs: list, case: Case, x: np.ndarray, lengths, threads: int, dtype,
+                impl: str, note: str) -> Runner:
+    ort = _require_ort()
+    sess = ort.InferenceSession(model_bytes, ort_session_options(threads), providers=["CPUExecutionProvider"])
     if lengths is None:
         lengths = np.full(case.B, case.T)
     feeds = {
@@ -317,8 +404,47 @@ def build_ort(state_dict: dict, case: Case, x: np.ndarray, lengths=None, threads
         c = np.concatenate(raw[2::2], axis=0)
         return y, h, c
 
-    r = Runner("onnxruntime", fn, result, note=f"sequence_lens, intra_op={threads}")
+    r = Runner(impl, fn, result, note=note)
     r.extra["session"] = sess
+    return r
+
+
+def build_ort_int8(state_dict: dict, case: Case, x: np.ndarray, lengths=None, threads: int = 2) -> Runner:
+    """ONNX Runtime int8: the float32 graph of :func:`onnx_lstm_model`, converted by
+    ``onnxruntime.quantization.quantize_dynamic(src, dst, weight_type=QuantType.QInt8)``.
+    Raises ``AssertionError`` unless every ``LSTM`` node became ``DynamicQuantizeLSTM``
+    (so float32 ORT is never timed as int8); ``extra["ops"]`` lists the graph's ops."""
+    _require_ort()
+    import onnx
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise NotImplementedError("onnxruntime.quantization is not available") from exc
+    model, outs = onnx_lstm_model(state_dict, case, np.float32)
+    tmp = tempfile.mkdtemp(prefix="nblstm-ort-int8-")
+    root = logging.getLogger()
+    level = root.level
+    try:
+        src, dst = os.path.join(tmp, "lstm_f32.onnx"), os.path.join(tmp, "lstm_int8.onnx")
+        onnx.save(model, src)
+        root.setLevel(logging.ERROR)  # "Please consider to run pre-processing before quantization"
+        try:
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+        qmodel = onnx.load(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ops = [n.op_type for n in qmodel.graph.node]
+    n_q = ops.count("DynamicQuantizeLSTM")
+    if n_q != case.num_layers or "LSTM" in ops:
+        raise AssertionError(f"quantize_dynamic did not make every LSTM node DynamicQuantizeLSTM: ops {ops}")
+    note = (f"quantize_dynamic QInt8: LSTM -> DynamicQuantizeLSTM"
+            + (f" x{n_q}" if n_q > 1 else "") + f", sequence_lens, intra_op={threads}")
+    r = _ort_runner(qmodel.SerializeToString(), outs, case, x, lengths, threads, np.float32,
+                    "onnxruntime_int8", note)
+    r.extra["ops"] = ops
     return r
 
 
@@ -355,11 +481,29 @@ def nblstm_pack(x: np.ndarray, lengths):
     return packing.PackedSequence(*pack_numpy(x, lengths)), "fallback packer"
 
 
-def build_nblstm(source, case: Case, x: np.ndarray, lengths=None, packed: bool = False, dtype=np.float32) -> Runner:
+def nblstm_can_quantize() -> bool:
+    """Whether ``nblstm.LSTM.quantize`` (int8 / bfloat16 weights) exists."""
+    try:
+        return hasattr(_require_nblstm().LSTM, "quantize")
+    except NotImplementedError:
+        return False
+
+
+def build_nblstm(source, case: Case, x: np.ndarray, lengths=None, packed: bool = False, dtype=np.float32,
+                 quantize: Optional[str] = None) -> Runner:
     """nblstm runner; ``source`` is a ``torch.nn.LSTM`` (``LSTM.from_torch``) or a
-    torch-keyed NumPy state dict (``LSTM(...).load_state_dict``)."""
+    torch-keyed NumPy state dict (``LSTM(...).load_state_dict``).
+
+    ``quantize`` (``"int8"``/``"bfloat16"``; float32 only): the loaded model's
+    ``.quantize(quantize)`` is timed instead; it must report that
+    ``weight_format``. Input and output stay float32."""
     nblstm = _require_nblstm()
     dtype = np.dtype(dtype)
+    if quantize is not None:
+        if dtype != np.float32:
+            raise NotImplementedError(f"quantize({quantize!r}) takes a float32 model")
+        if not hasattr(nblstm.LSTM, "quantize"):
+            raise NotImplementedError("nblstm.LSTM.quantize does not exist yet")
     if isinstance(source, dict):
         m = nblstm.LSTM(
             case.I, case.H, num_layers=case.num_layers, bidirectional=case.bidirectional, dtype=dtype.type
@@ -372,6 +516,17 @@ def build_nblstm(source, case: Case, x: np.ndarray, lengths=None, packed: bool =
         if np.dtype(getattr(m, "dtype", dtype)) != dtype:
             raise AssertionError(f"from_torch gave dtype {m.dtype}, expected {dtype}")
     m.eval()
+    if quantize is not None:
+        try:
+            m = m.quantize(quantize)
+        except ValueError as exc:  # a weight format this nblstm does not have (yet): skip, not fail
+            raise NotImplementedError(f"LSTM.quantize({quantize!r}) is not supported: {exc}") from exc
+        fmt = getattr(m, "weight_format", None)
+        if fmt != quantize:
+            raise AssertionError(f"LSTM.quantize({quantize!r}) gave a model with weight_format {fmt!r}")
+        if hasattr(m, "eval"):
+            m.eval()
+        how += f", quantize({quantize!r}) -> weight_format {fmt}"
     x = np.ascontiguousarray(x, dtype=dtype)
     note = how
     if packed:
@@ -417,6 +572,36 @@ def build_gemm(M: int, K: int, N: int, dtype=np.float32, label: str = "") -> Run
         note=label or f"({M}x{K})@({K}x{N})",
         flops=2.0 * M * K * N,
     )
+
+
+def build_torch_gemm(M: int, K: int, N: int, precision: str, label: str = "") -> Runner:
+    """The multiply-add rate reference for a reduced precision, into a
+    preallocated output: ``torch._int_mm`` (int8 x int8 -> int32) for ``"int8"``,
+    ``torch.matmul`` in bfloat16 for ``"bfloat16"``. ``flops`` = 2*M*K*N."""
+    torch = _require_torch()
+    g = torch.Generator().manual_seed(7)
+    if precision == "int8":
+        if not hasattr(torch, "_int_mm"):
+            raise NotImplementedError("torch._int_mm is not available")
+        a = torch.randint(-128, 128, (M, K), dtype=torch.int8, generator=g)
+        b = torch.randint(-128, 128, (K, N), dtype=torch.int8, generator=g)
+        out = torch.empty((M, N), dtype=torch.int32)
+        op, what = torch._int_mm, "torch._int_mm int8 GEMM"
+    elif precision == "bfloat16":
+        a = torch.randn((M, K), generator=g).to(torch.bfloat16)
+        b = torch.randn((K, N), generator=g).to(torch.bfloat16)
+        out = torch.empty((M, N), dtype=torch.bfloat16)
+        op, what = torch.matmul, "torch.matmul bfloat16 GEMM"
+    else:
+        raise ValueError(f"no torch GEMM reference for {precision!r}")
+
+    def fn():
+        with torch.inference_mode():
+            return op(a, b, out=out)
+
+    fn()  # fails here, not in the rounds, if this build cannot do it
+    return Runner(f"torch_gemm_{precision}", fn, lambda raw: raw,
+                  note=f"{what} " + (label or f"({M}x{K})@({K}x{N})"), flops=2.0 * M * K * N)
 
 
 def blas_info() -> str:

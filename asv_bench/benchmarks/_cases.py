@@ -9,6 +9,13 @@ Weights are torch-keyed NumPy arrays drawn from a fixed seed; nblstm loads them
 with ``load_state_dict`` so its benchmarks never import torch (peak memory and
 cold start stay nblstm's own).
 
+Reduced precision (``precision`` = ``"int8"`` / ``"bfloat16"``, float32 input
+and output): nblstm's ``LSTM.quantize(precision)``, ONNX Runtime int8
+(``DynamicQuantizeLSTM``), torch qint8 (``quantize_dynamic``) and torch
+bfloat16. Combinations that do not exist (ONNX Runtime bfloat16, any reduced
+precision with ``dtype="float64"``, nblstm before ``quantize`` exists) raise
+``NotImplementedError``: asv skips them.
+
 Thread count: ``NBLSTM_BENCH_THREADS`` (default 2) on every side.
 """
 
@@ -26,12 +33,14 @@ except ImportError:  # appended, so an installed nblstm (asv virtualenv builds) 
     sys.path.append(os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 
 from nblstm_bench import peers  # noqa: E402
-from nblstm_bench.cases import COLD_CASE, GRID, PEAKMEM_CASE, Case, numpy_state_dict  # noqa: E402
+from nblstm_bench.cases import COLD_CASE, GRID, PEAKMEM_CASE, PRECISIONS, Case, numpy_state_dict  # noqa: E402
 
 THREADS = int(os.environ.get("NBLSTM_BENCH_THREADS", "2"))
 
 IMPLS = ["nblstm", "torch", "onnxruntime"]
 DTYPES = ["float32", "float64"]
+#: Weight precision: "float32" (the model as loaded) or LSTM.quantize("int8" / "bfloat16").
+PRECISIONS = list(PRECISIONS)
 
 #: The padded version of packed_bi_h256: same data fed as a padded array
 #: (ORT gets sequence_lens = T for every sequence).
@@ -39,7 +48,7 @@ PADDED_VARIANT = "padded_bi_h256"
 CASE_NAMES = list(GRID) + [PADDED_VARIANT]
 
 __all__ = [
-    "COLD_CASE", "PEAKMEM_CASE", "THREADS", "IMPLS", "DTYPES", "CASE_NAMES", "PADDED_VARIANT",
+    "COLD_CASE", "PEAKMEM_CASE", "THREADS", "IMPLS", "DTYPES", "PRECISIONS", "CASE_NAMES", "PADDED_VARIANT",
     "resolve", "inputs", "weights", "make_runner", "require",
 ]
 
@@ -71,8 +80,18 @@ def weights(case_name: str, dtype: str = "float32") -> dict:
     return numpy_state_dict(case, np.dtype(dtype), seed=0)
 
 
-def require(impl: str, dtype: str = "float32") -> None:
-    """Raise ``NotImplementedError`` (asv: skipped) if ``impl`` cannot run here."""
+def require(impl: str, dtype: str = "float32", precision: str = "float32") -> None:
+    """Raise ``NotImplementedError`` (asv: skipped) if ``impl`` cannot run here
+    (at ``precision``: ``"float32"``, ``"int8"`` or ``"bfloat16"``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}")
+    if precision != "float32":
+        if dtype != "float32":
+            raise NotImplementedError(f"{precision} weights take float32 input and output only")
+        if impl == "onnxruntime" and precision != "int8":
+            raise NotImplementedError(f"ONNX Runtime has no {precision} LSTM")
+        if impl == "nblstm" and peers.nblstm_available() and not peers.nblstm_can_quantize():
+            raise NotImplementedError("nblstm.LSTM.quantize does not exist yet")
     if impl == "nblstm":
         if not peers.nblstm_available():
             raise NotImplementedError("nblstm.LSTM is not available")
@@ -93,18 +112,30 @@ def require(impl: str, dtype: str = "float32") -> None:
         raise ValueError(f"unknown impl {impl!r}")
 
 
-def make_runner(impl: str, case_name: str, dtype: str = "float32", warmup: bool = True):
+def make_runner(impl: str, case_name: str, dtype: str = "float32", warmup: bool = True,
+                precision: str = "float32"):
     """A :class:`nblstm_bench.peers.Runner` for one forward pass, threads set,
-    compiled/warmed up (``warmup``) so that timing never includes compilation."""
-    require(impl, dtype)
+    compiled/warmed up (``warmup``) so that timing never includes compilation.
+
+    ``precision`` ``"int8"``: nblstm ``quantize("int8")``, torch qint8, ONNX
+    Runtime int8; ``"bfloat16"``: nblstm ``quantize("bfloat16")``, torch bfloat16."""
+    require(impl, dtype, precision)
     case, packed = resolve(case_name)
     x, lengths = inputs(case_name, dtype)
     sd = weights(case_name, dtype)
+    quantize = None if precision == "float32" else precision
     if impl == "nblstm":
-        runner = peers.build_nblstm(sd, case, x, lengths, packed=packed, dtype=np.dtype(dtype))
+        runner = peers.build_nblstm(sd, case, x, lengths, packed=packed, dtype=np.dtype(dtype), quantize=quantize)
     elif impl == "torch":
         module = peers.make_torch_module(case, np.dtype(dtype), state_dict=sd)
-        runner = peers.build_torch(module, case, x, lengths, packed=packed)
+        if precision == "int8":
+            runner = peers.build_torch_qint8(module, case, x, lengths, packed=packed)
+        elif precision == "bfloat16":
+            runner = peers.build_torch_bf16(module, case, x, lengths, packed=packed)
+        else:
+            runner = peers.build_torch(module, case, x, lengths, packed=packed)
+    elif precision == "int8":
+        runner = peers.build_ort_int8(sd, case, x, lengths, threads=THREADS)
     else:
         runner = peers.build_ort(sd, case, x, lengths, threads=THREADS, dtype=np.dtype(dtype))
     peers.set_threads(THREADS)

@@ -1,8 +1,11 @@
 """LSTM forward benchmarks: nblstm against torch and ONNX Runtime.
 
-Parametrised by implementation; an implementation that is not installed or
-cannot run a combination (ORT has no double LSTM) is skipped by raising
-``NotImplementedError`` in ``setup``. Runners are built, compiled and warmed up
+Parametrised by implementation and, for ``Forward``, weight precision
+(``float32``; ``int8``: nblstm ``quantize("int8")``, torch qint8, ONNX Runtime
+int8; ``bfloat16``: nblstm ``quantize("bfloat16")``, torch bfloat16; input and
+output stay float32). An implementation that is not installed or cannot run a
+combination (ORT has no double or bfloat16 LSTM; reduced precision is float32
+in/out only) is skipped by raising ``NotImplementedError`` in ``setup``. Runners are built, compiled and warmed up
 in ``setup``; each ``time_`` method does exactly one forward call.
 
 asv runs each benchmark in its own process, so these absolute times are for
@@ -21,18 +24,18 @@ from . import _cases
 class Forward:
     """One forward pass on each grid case (``padded_bi_h256`` = packed_bi_h256's
     data as a padded array; ``packed_bi_h256`` = PackedSequence for nblstm and
-    torch, ``sequence_lens`` for ORT)."""
+    torch, ``sequence_lens`` for ORT) at each weight precision."""
 
-    params = [_cases.IMPLS, _cases.CASE_NAMES, _cases.DTYPES]
-    param_names = ["impl", "case", "dtype"]
+    params = [_cases.IMPLS, _cases.CASE_NAMES, _cases.DTYPES, _cases.PRECISIONS]
+    param_names = ["impl", "case", "dtype", "precision"]
     timeout = 300
     # b64_h512 takes ~0.1 s a call: keep the sample count modest.
     repeat = (1, 10, 20.0)
 
-    def setup(self, impl, case, dtype):
-        self.run = _cases.make_runner(impl, case, dtype).fn
+    def setup(self, impl, case, dtype, precision):
+        self.run = _cases.make_runner(impl, case, dtype, precision=precision).fn
 
-    def time_forward(self, impl, case, dtype):
+    def time_forward(self, impl, case, dtype, precision):
         self.run()
 
 
