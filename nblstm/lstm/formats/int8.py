@@ -241,6 +241,9 @@ def quantize_rows(a, n_rows, rows, qmax, per_tensor):
 
 
 # ----------------------------------------------------------------- tiles
+# The helpers that take the tile's stack pointer are inlined (Numba's
+# inline="always"): a pointer passed to a call escapes, and LLVM then keeps the
+# accumulators in memory instead of registers (217 against 347 GMAC/s).
 
 
 def _reduction_step_4(tile, q, r0, r1, r2, r3, k, panel, g, weights):
@@ -255,7 +258,7 @@ def _reduction_step_1(tile, q, r, k, panel, g, weights):
     raise NotImplementedError
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _portable_row_step(tile, slot, q, r, k, panel, g):
     """Tile row ``slot`` += ``q[r, k:k + 4]`` . ``panel[g]`` in int32."""
     prefer_vector_width()
@@ -319,7 +322,7 @@ def _reduction_step_1_overload(tile, q, r, k, panel, g, weights):
     return portable
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _dequantize_row(tile, slot, rows, weights, out, r, j0, n_valid):
     """``out[r, j0 + jj] = fma(float32(sum - zero * colsum), float32(s_a *
     scale), out)``: fbgemm's dequantisation (one rounding), with ``out``
@@ -335,7 +338,7 @@ def _dequantize_row(tile, slot, rows, weights, out, r, j0, n_valid):
         out[r, j] = fused_multiply_add(np.float32(exact), scale * weights.scales[j], out[r, j])
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _clear(tile, n):
     acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
     for i in range(n):
