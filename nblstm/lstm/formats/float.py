@@ -15,7 +15,7 @@ from numba.extending import overload
 from ..._codegen import prefer_vector_width
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from . import _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, _tile_width
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, _tile_width, tile_schedule
 
 
 # The tile functions below compute ``out[r:r + rows, j0:j0 + n_valid] +=
@@ -26,7 +26,7 @@ from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, _tile_width
 # last panel start from zero and are never stored.
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
     """Rows ``r0..r3``; a row may repeat (a tile of 2 or 3 distinct rows):
     its copies compute the same sums in the same order, so they store the
@@ -59,7 +59,7 @@ def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
         out[r3, j0 + jj] = tile[3 * width + jj]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _tile_6_rows(a, panel, out, r, j0, n_valid):
     prefer_vector_width()
     width = _tile_width(out)
@@ -90,7 +90,7 @@ def _tile_6_rows(a, panel, out, r, j0, n_valid):
             out[r + i, j0 + jj] = tile[i * width + jj]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _tile_1_row(a, panel, out, r, j0, n_valid):
     """Two reduction steps per iteration, which keeps LLVM vectorising along
     the columns rather than gathering down them."""
@@ -102,48 +102,43 @@ def _tile_1_row(a, panel, out, r, j0, n_valid):
         tile[jj] = out[r, j0 + jj]
     for jj in range(n_valid, width):
         tile[jj] = 0.0
-    k = 0
-    while k + 2 <= n_inner:
+    for pair in range(n_inner // 2):
+        k = 2 * pair
         a0 = a[r, k]
         a1 = a[r, k + 1]
         for jj in range(width):
             tile[jj] += a0 * panel[k, np.uint64(jj)] + a1 * panel[k + 1, np.uint64(jj)]
-        k += 2
-    if k < n_inner:
-        a0 = a[r, k]
+    if n_inner % 2:
+        a_last = a[r, n_inner - 1]
         for jj in range(width):
-            tile[jj] += a0 * panel[k, np.uint64(jj)]
+            tile[jj] += a_last * panel[n_inner - 1, np.uint64(jj)]
     for jj in range(n_valid):
         out[r, j0 + jj] = tile[jj]
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
     """``out[:n_rows, j0:j0 + n_valid] += a[:n_rows] @ panel[:, :n_valid]``
-    for one column panel: tiles of TILE_ROWS rows (with ``tall``,
-    TALL_TILE_ROWS first); 2 or 3 rows left share one 4-row tile (one pass
-    over the panel instead of one per row: 1.8-2.7x the useful FMAs per
-    loaded weight), a last single row takes the 1-row loop."""
+    for one column panel, in the tiles of ``_tiles.tile_schedule``.
+
+    Inlined into its callers, tiles included: every call that passes arrays
+    costs atomic reference-count updates on each of them, which were 58% of
+    a one-row step's time (H=64).
+    """
     prefer_vector_width()
-    r = np.int64(0)
-    if tall:
-        # As many tall tiles as leave a multiple of TILE_ROWS (32 rows: 4 x 6
-        # + 2 x 4, not 5 x 6 + 2 single rows), when the row count allows.
-        n_tall = n_rows // TALL_TILE_ROWS
-        if n_tall > 0 and (n_rows - n_tall * TALL_TILE_ROWS) % TILE_ROWS != 0 \
-                and (n_rows - (n_tall - 1) * TALL_TILE_ROWS) % TILE_ROWS == 0:
-            n_tall -= 1
-        for _ in range(n_tall):
-            _tile_6_rows(a, panel, out, r, j0, n_valid)
-            r += TALL_TILE_ROWS
-    while r + TILE_ROWS <= n_rows:
-        _tile_4_rows(a, panel, out, r, r + 1, r + 2, r + 3, j0, n_valid)
-        r += TILE_ROWS
-    if n_rows - r >= 2:
-        last = n_rows - 1
-        _tile_4_rows(a, panel, out, r, r + 1, min(r + 2, last), last, j0, n_valid)
-    elif r < n_rows:
-        _tile_1_row(a, panel, out, r, j0, n_valid)
+    n_tall, n_four = tile_schedule(n_rows, tall)
+    for t in range(n_tall):
+        _tile_6_rows(a, panel, out, t * TALL_TILE_ROWS, j0, n_valid)
+    first = n_tall * TALL_TILE_ROWS
+    for t in range(n_four):
+        r4 = first + t * TILE_ROWS
+        _tile_4_rows(a, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
+    rest = first + n_four * TILE_ROWS
+    last = n_rows - 1
+    if n_rows - rest >= 2:
+        _tile_4_rows(a, panel, out, rest, rest + 1, min(rest + 2, last), last, j0, n_valid)
+    elif rest < n_rows:
+        _tile_1_row(a, panel, out, rest, j0, n_valid)
 
 
 def _is_float_panels(weights) -> bool:

@@ -56,7 +56,7 @@ from ..._codegen import fused_multiply_add, maximum, minimum, prefer_vector_widt
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns, tile_schedule
 
 #: Columns of one int8 panel (and tile): the float32 tile's, so every format
 #: splits the hidden units on the same panel boundaries.
@@ -345,7 +345,7 @@ def _clear(tile, n):
         acc[i] = 0
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
     """Rows ``r0 <= r1 <= r2 <= r3`` (the last may repeat, for 2 or 3 rows;
     a repeated row is written once)."""
@@ -364,7 +364,7 @@ def _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
         _dequantize_row(tile, 3, rows, weights, out, r3, j0, n_valid)
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _tile_6_rows(rows, weights, panel, out, r, j0, n_valid):
     prefer_vector_width()
     tile = _tile_buffer(weights.col_sums)
@@ -376,7 +376,7 @@ def _tile_6_rows(rows, weights, panel, out, r, j0, n_valid):
         _dequantize_row(tile, i, rows, weights, out, r + i, j0, n_valid)
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def _tile_1_row(rows, weights, panel, out, r, j0, n_valid):
     """One row, two accumulator sets (even and odd k groups) added at the end."""
     prefer_vector_width()
@@ -391,28 +391,24 @@ def _tile_1_row(rows, weights, panel, out, r, j0, n_valid):
     _dequantize_row(tile, 0, rows, weights, out, r, j0, n_valid)
 
 
-@njit(**JIT_OPTIONS)
+@njit(inline="always", **JIT_OPTIONS)
 def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
-    """``out[:n_rows, j0:j0 + n_valid] += dequantised rows @ panel``: the
-    float panels' row schedule (``float.panel_accumulate``) on int8 tiles."""
+    """``out[:n_rows, j0:j0 + n_valid] += dequantised rows @ panel`` in the
+    tiles of ``_tiles.tile_schedule``; inlined (see ``float.panel_accumulate``)."""
     prefer_vector_width()
-    r = np.int64(0)
-    if tall:
-        n_tall = n_rows // TALL_TILE_ROWS
-        if n_tall > 0 and (n_rows - n_tall * TALL_TILE_ROWS) % TILE_ROWS != 0 \
-                and (n_rows - (n_tall - 1) * TALL_TILE_ROWS) % TILE_ROWS == 0:
-            n_tall -= 1
-        for _ in range(n_tall):
-            _tile_6_rows(rows, weights, panel, out, r, j0, n_valid)
-            r += TALL_TILE_ROWS
-    while r + TILE_ROWS <= n_rows:
-        _tile_4_rows(rows, weights, panel, out, r, r + 1, r + 2, r + 3, j0, n_valid)
-        r += TILE_ROWS
-    if n_rows - r >= 2:
-        last = n_rows - 1
-        _tile_4_rows(rows, weights, panel, out, r, r + 1, min(r + 2, last), last, j0, n_valid)
-    elif r < n_rows:
-        _tile_1_row(rows, weights, panel, out, r, j0, n_valid)
+    n_tall, n_four = tile_schedule(n_rows, tall)
+    for t in range(n_tall):
+        _tile_6_rows(rows, weights, panel, out, t * TALL_TILE_ROWS, j0, n_valid)
+    first = n_tall * TALL_TILE_ROWS
+    for t in range(n_four):
+        r4 = first + t * TILE_ROWS
+        _tile_4_rows(rows, weights, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
+    rest = first + n_four * TILE_ROWS
+    last = n_rows - 1
+    if n_rows - rest >= 2:
+        _tile_4_rows(rows, weights, panel, out, rest, rest + 1, min(rest + 2, last), last, j0, n_valid)
+    elif rest < n_rows:
+        _tile_1_row(rows, weights, panel, out, rest, j0, n_valid)
 
 
 # ----------------------------------------------------------------- the format interface
