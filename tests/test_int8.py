@@ -15,12 +15,16 @@ from nblstm.lstm.formats import int8
 from nblstm.packing import pack_sequence
 
 needs_vnni = pytest.mark.skipif(not _cpu.HAS_VNNI, reason="this CPU has no AVX512-VNNI/AVX-VNNI")
-#: Both tile paths where the CPU runs both; the portable one everywhere.
-PATHS = [pytest.param(False, id="portable"), pytest.param(True, id="vnni", marks=needs_vnni)]
+needs_amx = pytest.mark.skipif(not _cpu.use_amx_int8(), reason="no AMX int8 tiles (CPU or kernel)")
+#: Every tile path the CPU runs; the portable one everywhere.
+PATHS = [pytest.param("portable", id="portable"), pytest.param("vnni", id="vnni", marks=needs_vnni),
+         pytest.param("amx", id="amx", marks=needs_amx)]
 
 
 def _scratch(rows, inner, fixed_range=None):
-    padded = -(-inner // 8) * 8
+    """Scratch as ``new_scratch`` makes it for any path (AMX's padding)."""
+    padded = -(-inner // 64) * 64
+    rows = -(-rows // 32) * 32
     rng = np.empty(0, np.float32) if fixed_range is None else np.asarray(fixed_range, np.float32)
     return int8.QuantizedRows(np.empty((rows, padded), np.uint8), np.empty(rows, np.float32),
                               np.empty(rows, np.int32), rng)
@@ -75,23 +79,24 @@ def test_quantize_weight_matches_twin():
     assert np.abs(q.astype(np.float32) * scale[:, None] - w).max() <= scale.max() / 2 * 1.0001
 
 
-@pytest.mark.parametrize("vnni", PATHS)
+@pytest.mark.parametrize("kernels", PATHS)
 @settings(deadline=None)
-@given(n_rows=st.integers(0, 15), inner=st.integers(1, 41), block_cols=st.integers(1, 2 * 64 + 17),
+@given(n_rows=st.one_of(st.integers(0, 15), st.integers(16, 100)), inner=st.integers(1, 41), block_cols=st.integers(1, 2 * 64 + 17),
        n_blocks=st.sampled_from([1, 4]), tall=st.booleans(), per_tensor=st.booleans(),
        seed=st.integers(0, 2**32 - 1))
-def test_matmul_accumulate_matches_twin_bitwise(vnni, n_rows, inner, block_cols, n_blocks, tall,
-                                                per_tensor, seed):
-    """Every tile (6, 4, 2-3 sharing a 4-row tile, 1 row), partial panels,
-    gate blocks, odd K (padding), both activation schemes: the exact integer
-    sums and the same fused dequantisation give the twin's bits."""
+def test_matmul_accumulate_matches_twin_bitwise(kernels, n_rows, inner, block_cols, n_blocks,
+                                                tall, per_tensor, seed):
+    """Every tile (AMX blocks of 32 rows and what they leave; 6, 4, 2-3 rows
+    sharing a 4-row tile, 1 row), partial panels, gate blocks, odd K
+    (padding), both activation schemes: the exact integer sums and the same
+    fused dequantisation give the twin's bits."""
     rng = np.random.default_rng(seed)
     cols = n_blocks * block_cols
     a = rng.standard_normal((n_rows + 2, inner)).astype(np.float32)
     w = rng.standard_normal((cols, inner)).astype(np.float32)
     q, scale = int8.quantize_weight(w)
     weights = int8.int8_panels(q.T, scale, n_blocks, 127 if per_tensor else 255, per_tensor,
-                               vnni)
+                               kernels)
     out = rng.standard_normal((a.shape[0], cols)).astype(np.float32)
     expected = out.copy()
     naive.int8_matmul_accumulate(a, q.T, scale, expected, n_rows, weights.qmax, per_tensor)
@@ -126,7 +131,7 @@ def _portable_twin(model):
     """The same int8 model on the portable tiles."""
     weights, scales = model._int8_weights()
     params = {**model._params, **weights}
-    return model._int8_copy(params, scales, model._int8_scheme, vnni=False)
+    return model._int8_copy(params, scales, model._int8_scheme, kernels="portable")
 
 
 PLANS = {  # driver thresholds that force each step loop on small sizes
@@ -143,7 +148,7 @@ PLANS = {  # driver thresholds that force each step loop on small sizes
     dict(input_size=20, hidden_size=70, proj_size=17),
     dict(input_size=12, hidden_size=70, num_layers=2, bidirectional=True),
 ], ids=["plain", "proj", "bi2"])
-@pytest.mark.parametrize("batch", [1, 3, 9])
+@pytest.mark.parametrize("batch", [1, 3, 9, 40])
 def test_every_plan_and_path_gives_the_same_bits(monkeypatch, plan, config, batch):
     """nblstm's own int8 scheme quantises each row alone, so how the work is
     cut (windows, row groups, split units, 1 or 2 threads) and which tile
@@ -165,7 +170,7 @@ def test_every_plan_and_path_gives_the_same_bits(monkeypatch, plan, config, batc
             monkeypatch.setattr(_driver, name, value)
         nblstm.set_num_threads(min(2, previous))
         runs = [quantized(packed)]
-        if _cpu.HAS_VNNI:
+        if int8.kernels_of(quantized._layers[0].w_hh_panels) != "portable":
             runs.append(_portable_twin(quantized)(packed))
     finally:
         nblstm.set_num_threads(previous)
@@ -316,7 +321,8 @@ def test_quantize_leaves_the_original_alone():
 
 
 def test_quantize_errors():
-    with pytest.raises(ValueError, match=r"supports the weight formats 'int8', got 'int4'"):
+    with pytest.raises(ValueError,
+                       match=r"supports the weight formats 'int8', 'bfloat16', got 'int4'"):
         nblstm.LSTM(4, 8).quantize("int4")
     with pytest.raises(ValueError, match="needs a float32 model; this one is float64"):
         nblstm.LSTM(4, 8, dtype=np.float64).quantize("int8")

@@ -8,9 +8,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from . import formats
-from .formats.int8 import MAX_INNER, quantize_weight, weight_from_panels
-from ._weights import (LayerWeights, checked_int8_parameters, checked_parameters,
-                       int8_kernel_layout, kernel_layout, parameter_shapes)
+from .formats import bfloat16
+from .formats.int8 import MAX_INNER, kernels_of, quantize_weight, weight_from_panels
+from ._weights import (LayerWeights, bfloat16_kernel_layout, checked_bfloat16_parameters,
+                       checked_int8_parameters, checked_parameters, int8_kernel_layout,
+                       kernel_layout, parameter_shapes)
 
 #: Activation quantisation of nblstm's own int8 models: each row of a product
 #: on its own, over the full uint8 range (see ``formats.int8``).
@@ -29,7 +31,8 @@ class _RecurrentModule:
 
     A float model keeps its parameters (``_params``) and their panels; an
     int8 model keeps only its panels (with scales) and its float32 biases
-    (``_params``), and rebuilds its int8 weights on demand.
+    (``_params``), and rebuilds its int8 weights on demand; a bfloat16 model
+    likewise.
     """
 
     dtype: np.dtype
@@ -37,6 +40,7 @@ class _RecurrentModule:
     _params: Dict[str, np.ndarray]
     _layers: List[LayerWeights]
     _int8_scheme: Optional[Tuple[int, bool]] = None
+    _bfloat16: bool = False
 
     def _public_name(self, name: str) -> str:
         return name
@@ -46,7 +50,9 @@ class _RecurrentModule:
 
     @property
     def weight_format(self) -> str:
-        """``"float32"``, ``"float64"`` or ``"int8"`` (see :meth:`quantize`)."""
+        """``"float32"``, ``"float64"``, ``"int8"`` or ``"bfloat16"`` (see :meth:`quantize`)."""
+        if self._bfloat16:
+            return "bfloat16"
         return "int8" if self._int8_scheme is not None else self.dtype.name
 
     def _parameter_shapes(self) -> Dict[str, Tuple[int, ...]]:
@@ -59,27 +65,41 @@ class _RecurrentModule:
             array.flags.writeable = False
         self._params = params
         self._int8_scheme = None
+        self._bfloat16 = False
         self._layers = kernel_layout(params, self.num_layers, self.bidirectional,
                                      self.hidden_size, self.proj_size, self.dtype)
 
     def _set_int8_parameters(self, params: Dict[str, np.ndarray], scales: Dict[str, np.ndarray],
-                             scheme: Tuple[int, bool], vnni: Optional[bool] = None) -> None:
+                             scheme: Tuple[int, bool], kernels: Optional[str] = None) -> None:
         """Int8 weights and float32 biases (``params``) with per-row ``scales``
         by internal names; only the biases are kept beside the panels."""
         qmax, per_tensor = scheme
         self._layers = int8_kernel_layout(params, scales, self.num_layers, self.bidirectional,
                                           self.hidden_size, self.proj_size, qmax, per_tensor,
-                                          vnni)
+                                          kernels)
         biases = {k: np.array(v, np.float32) for k, v in params.items() if k.startswith("bias")}
         for array in biases.values():
             array.flags.writeable = False
         self._params = biases
         self._int8_scheme = scheme
+        self._bfloat16 = False
 
-    def _int8_weights(self) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
-        """The int8 weights (fresh arrays, torch's shapes) and their scales,
-        rebuilt from the panels, by internal names."""
-        weights, scales = {}, {}
+    def _set_bfloat16_parameters(self, params: Dict[str, np.ndarray],
+                                 avx512_bf16: Optional[bool] = None) -> None:
+        """uint16 bfloat16 weights and float32 biases (``params``) by internal
+        names; only the biases are kept beside the panels."""
+        self._layers = bfloat16_kernel_layout(params, self.num_layers, self.bidirectional,
+                                              self.hidden_size, self.proj_size, avx512_bf16)
+        biases = {k: np.array(v, np.float32) for k, v in params.items() if k.startswith("bias")}
+        for array in biases.values():
+            array.flags.writeable = False
+        self._params = biases
+        self._int8_scheme = None
+        self._bfloat16 = True
+
+    def _weight_panels(self):
+        """``(name, panels, direction, shape, blocks)`` of each weight, by
+        internal names, for rebuilding it from its panels."""
         fields = {"weight_ih": "w_ih_panels", "weight_hh": "w_hh_panels",
                   "weight_hr": "w_hr_panels"}
         for name, shape in self._parameter_shapes().items():
@@ -89,18 +109,36 @@ class _RecurrentModule:
             layer = int(name.split("_l")[1].split("_")[0])
             d = 1 if name.endswith("_reverse") else 0
             panels = getattr(self._layers[layer], fields[kind])
-            blocks = 1 if kind == "weight_hr" else 4
+            yield name, panels, d, shape, 1 if kind == "weight_hr" else 4
+
+    def _int8_weights(self) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """The int8 weights (fresh arrays, torch's shapes) and their scales,
+        rebuilt from the panels, by internal names."""
+        weights, scales = {}, {}
+        for name, panels, d, shape, blocks in self._weight_panels():
             weights[name] = weight_from_panels(panels, d, shape[1], shape[0], blocks)
             scales[name] = panels.scales[d].copy()
         return weights, scales
+
+    def _bfloat16_weights(self) -> Dict[str, np.ndarray]:
+        """The uint16 bfloat16 weights (fresh arrays, torch's shapes), rebuilt
+        from the panels, by internal names."""
+        return {name: bfloat16.weight_from_panels(panels, d, shape[1], shape[0], blocks)
+                for name, panels, d, shape, blocks in self._weight_panels()}
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """The parameters under PyTorch's names, as fresh (writable) arrays.
 
         An int8 model gives each weight as int8 (torch's shape) followed by
         ``<name>_scale``, its float32 scale per output row (``W ~ scale[:, None]
-        * Q``); biases stay float32.
+        * Q``); a bfloat16 model gives each weight as uint16 bit patterns (a
+        ``np.uint16`` array whose value << 16 viewed as float32 is the weight,
+        ``formats.bfloat16.widen``); biases stay float32.
         """
+        if self._bfloat16:
+            weights = self._bfloat16_weights()
+            return {self._public_name(name): weights[name] if name in weights
+                    else self._params[name].copy() for name in self._parameter_shapes()}
         if self._int8_scheme is None:
             return {self._public_name(k): v.copy() for k, v in self._params.items()}
         weights, scales = self._int8_weights()
@@ -123,7 +161,8 @@ class _RecurrentModule:
             ``np.asarray`` takes; they are copied and cast to ``self.dtype``.
             An int8 model takes what its :meth:`state_dict` gives: int8
             weights, a float32 ``<name>_scale`` (N,) per weight, float32
-            biases.
+            biases; a bfloat16 model uint16 bit patterns for its weights (or
+            bfloat16 torch tensors) and float32 biases.
         strict : bool
             When True (default), missing and unexpected keys are errors;
             shapes are always checked.
@@ -135,9 +174,17 @@ class _RecurrentModule:
             (int8) a scale that is not positive and finite.
         TypeError
             If ``state_dict`` is not a mapping or a value is not real numbers
-            (int8: a weight that is not int8).
+            (int8: a weight that is not int8; bfloat16: one that is not uint16).
         """
         owner = type(self).__name__
+        if self._bfloat16:
+            current = {self._public_name(k): v for k, v in self._params.items()}
+            current.update({self._public_name(k): v for k, v in self._bfloat16_weights().items()})
+            params = checked_bfloat16_parameters(state_dict, current, strict, owner)
+            self._set_bfloat16_parameters(
+                {self._internal_name(k): v for k, v in params.items()},
+                self._layers[0].w_hh_panels.__class__ is bfloat16.Bf16Panels)
+            return
         if self._int8_scheme is None:
             current = {self._public_name(k): v for k, v in self._params.items()}
             params = checked_parameters(state_dict, current, self.dtype, strict, owner)
@@ -152,14 +199,14 @@ class _RecurrentModule:
         new_scales = {self._internal_name(k[:-len("_scale")]): v for k, v in params.items()
                       if k.endswith("_scale")}
         self._set_int8_parameters(internal, new_scales, self._int8_scheme,
-                                  self._layers[0].w_hh_panels.__class__ is formats.Int8Panels)
+                                  kernels_of(self._layers[0].w_hh_panels))
 
     def quantize(self, weight_format: str = "int8"):
         """A copy of this model whose weights are stored in ``weight_format``.
 
         Parameters
         ----------
-        weight_format : {"int8"}
+        weight_format : {"int8", "bfloat16"}
             ``"int8"``: each weight matrix as int8, symmetric, with one float32
             scale per output row (``max|row| / 127``); the activations
             entering each matrix product are quantised dynamically to uint8,
@@ -168,6 +215,12 @@ class _RecurrentModule:
             Input, output and ``hx`` are float32 as before. Runs on
             AVX512-VNNI/AVX-VNNI where the CPU has it, else on a portable
             integer path with bitwise the same results.
+            ``"bfloat16"``: each weight as bfloat16 (rounded to nearest even);
+            the activations entering each product rounded to bfloat16 the
+            same way; products accumulate in float32 as ``vdpbf16ps`` does
+            (see ``formats.bfloat16``); biases, gates, ``c`` and ``h`` stay
+            float32. Runs on AVX512-BF16 where the CPU has it, else on
+            float32 FMAs with bitwise the same results.
 
         Returns
         -------
@@ -188,6 +241,10 @@ class _RecurrentModule:
                              f"{self.weight_format}. Build or load the model with "
                              f"dtype=np.float32 (formats: "
                              f"{', '.join(repr(f) for f in formats.QUANTIZED_FORMATS)})")
+        if weight_format == "bfloat16":
+            return self._bfloat16_copy({name: bfloat16.round_to_bfloat16(value)
+                                        if name.startswith("weight") else value
+                                        for name, value in self._params.items()})
         widest = max(shape[1] for name, shape in self._parameter_shapes().items()
                      if name.startswith("weight"))
         if widest > MAX_INNER:
@@ -202,13 +259,25 @@ class _RecurrentModule:
                 params[name] = value
         return self._int8_copy(params, scales, OWN_INT8_SCHEME)
 
-    def _int8_copy(self, params, scales, scheme, vnni: Optional[bool] = None):
+    def _int8_copy(self, params, scales, scheme, kernels: Optional[str] = None):
         """A copy of this model (configuration, mode) holding these int8 weights."""
+        model = self._float32_copy()
+        model._set_int8_parameters(params, scales, scheme, kernels)
+        return model
+
+    def _bfloat16_copy(self, params, avx512_bf16: Optional[bool] = None):
+        """A copy of this model (configuration, mode) holding these bfloat16 weights."""
+        model = self._float32_copy()
+        model._set_bfloat16_parameters(params, avx512_bf16)
+        return model
+
+    def _float32_copy(self):
+        """A shallow copy with its own dropout generator, float32 input and
+        output, for the caller to give weights of a reduced format."""
         model = copy.copy(self)
         if hasattr(self, "_rng"):
             model._rng = copy.deepcopy(self._rng)
         model.dtype = np.dtype(np.float32)
-        model._set_int8_parameters(params, scales, scheme, vnni)
         return model
 
     def train(self, mode: bool = True):

@@ -8,7 +8,11 @@ every format onto its portable path, whatever the CPU.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import platform
+import sys
 from typing import Dict
 
 from .._config import target_features
@@ -25,6 +29,37 @@ HAS_AVX512_BF16 = FEATURES.get("avx512bf16", False)
 
 #: Whether int8 models run on VNNI tiles (unless forced portable).
 USE_VNNI = HAS_VNNI and not FORCE_PORTABLE
+#: Whether bfloat16 models run on vdpbf16ps tiles (unless forced portable).
+USE_AVX512_BF16 = HAS_AVX512_BF16 and not FORCE_PORTABLE
+
+
+def _request_amx_state() -> bool:
+    """Ask Linux for the AMX tile state (``arch_prctl(ARCH_REQ_XCOMP_PERM,
+    XFEATURE_XTILEDATA)``, per process); without it a tile instruction kills
+    the process. False where it is refused or not Linux x86-64."""
+    if not sys.platform.startswith("linux") or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syscall(158, 0x1023, 18) == 0  # SYS_arch_prctl, REQ_XCOMP_PERM, XTILEDATA
+    except (OSError, AttributeError):
+        return False
+
+
+#: The CPU has AMX int8 tiles (``tdpbusd``); see :func:`use_amx_int8`.
+HAS_AMX_INT8 = (FEATURES.get("amx-int8", False) and FEATURES.get("amx-tile", False)
+                and HAS_VNNI)
+
+
+@functools.lru_cache(maxsize=None)
+def use_amx_int8() -> bool:
+    """Whether int8 models use AMX tiles for products of many rows: the CPU
+    has them, the kernel grants the tile state (asked on the first call, when
+    the first int8 model is built, not at import), and neither
+    ``NBLSTM_PORTABLE_KERNELS=1`` nor ``NBLSTM_NO_AMX=1`` is set."""
+    if not (HAS_AMX_INT8 and USE_VNNI) or os.environ.get("NBLSTM_NO_AMX", "") not in ("", "0"):
+        return False
+    return _request_amx_state()
 
 
 def describe() -> str:

@@ -28,6 +28,7 @@ from numba import njit, prange
 from .._codegen import atomic_add, atomic_load, prefer_vector_width, spin_pause
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._activations import sigmoid, tanh
+from .formats import bfloat16 as _bfloat16_format  # noqa: F401 (overloads)
 from .formats import float as _float_format, int8 as _int8_format  # noqa: F401 (overloads)
 from .formats._dispatch import direction, new_scratch, panel_count, panel_product, prepare_rows
 from .formats._tiles import TALL_MIN_ROWS, TALL_TILE_ROWS, TILE_ROWS, _tile_width, tile_columns
@@ -35,7 +36,7 @@ from .formats._tiles import TALL_MIN_ROWS, TALL_TILE_ROWS, TILE_ROWS, _tile_widt
 
 #: Rows of the input projection taken at a time (whole tiles): the chunk of
 #: input rows stays in the L2 cache while every weight panel passes over it.
-PROJECTION_CHUNK_ROWS = 252
+PROJECTION_CHUNK_ROWS = 128
 
 
 @njit(**JIT_OPTIONS)

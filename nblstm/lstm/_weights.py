@@ -14,6 +14,7 @@ import numpy as np
 
 from .._memory import aligned_copy, aligned_zeros
 from .formats._tiles import tile_columns
+from .formats.bfloat16 import bfloat16_panels, is_torch_bfloat16, torch_bfloat16_bits, widen
 from .formats.int8 import int8_panels
 from ._validation import to_numpy
 
@@ -23,7 +24,8 @@ class LayerWeights(NamedTuple):
 
     The ``*_panels`` are float arrays for float models, or
     ``formats.int8.Int8Panels`` (whose ``panels`` have the shapes below, in
-    4-weight groups along K) for int8 ones.
+    4-weight groups along K) for int8 ones, ``formats.bfloat16.Bf16Panels``
+    (2-weight pairs along K) for bfloat16 ones.
 
     Attributes
     ----------
@@ -187,6 +189,35 @@ def checked_int8_parameters(state: Mapping[str, Any], current: Mapping[str, np.n
     return params
 
 
+def checked_bfloat16_parameters(state: Mapping[str, Any], current: Mapping[str, np.ndarray],
+                                strict: bool, owner: str) -> Dict[str, np.ndarray]:
+    """Validate a bfloat16 model's state dict (uint16 weights, float32
+    biases; bfloat16 torch tensors are taken as they are) against the current
+    keys and shapes; returns the new full dict (copies), keeping current
+    values for keys absent when not ``strict``."""
+    _check_keys(state, current, strict, owner,
+                "A bfloat16 model takes its weights as uint16 bit patterns and float32 biases, "
+                "as its state_dict() gives them; pass strict=False to load only the matching "
+                "keys.")
+    params = {k: v.copy() for k, v in current.items()}
+    for name, old in current.items():
+        if name not in state:
+            continue
+        value = state[name]
+        if is_torch_bfloat16(value):
+            bits = torch_bfloat16_bits(value)
+            value = bits if old.dtype == np.uint16 else widen(bits)
+        value = _checked_value({name: value}, name, old.shape)
+        if old.dtype == np.uint16 and value.dtype != np.uint16:
+            raise TypeError(f"state_dict[{name!r}] must be uint16 for a bfloat16 model, got "
+                            f"{value.dtype}: the bfloat16 bit patterns (a np.uint16 array whose "
+                            f"value << 16 viewed as float32 is the weight), as state_dict() "
+                            f"gives them; load float weights into a float32 model and call "
+                            f"quantize('bfloat16')")
+        params[name] = np.array(value, dtype=old.dtype, order="C", copy=True)
+    return params
+
+
 def _layer_suffixes(layer: int, bidirectional: bool) -> List[str]:
     return [f"_l{layer}{s}" for s in (["", "_reverse"] if bidirectional else [""])]
 
@@ -203,12 +234,12 @@ def _summed_bias(params: Mapping[str, np.ndarray], names: List[str], hidden_size
 
 def int8_kernel_layout(params: Mapping[str, np.ndarray], scales: Mapping[str, np.ndarray],
                        num_layers: int, bidirectional: bool, hidden_size: int, proj_size: int,
-                       qmax: int, per_tensor: bool, vnni: Optional[bool] = None
+                       qmax: int, per_tensor: bool, kernels: Optional[str] = None
                        ) -> List[LayerWeights]:
     """The kernel layout of an int8 model: ``params`` holds torch's int8
     weights (and float32 biases) by torch's names, ``scales`` the float32
     per-row scale of each weight. See ``formats.int8`` for ``qmax``,
-    ``per_tensor`` and ``vnni``."""
+    ``per_tensor`` and ``kernels``."""
     layers = []
     for layer in range(num_layers):
         names = _layer_suffixes(layer, bidirectional)
@@ -216,12 +247,34 @@ def int8_kernel_layout(params: Mapping[str, np.ndarray], scales: Mapping[str, np
         def panels(key, blocks):
             q_t = np.stack([params[key + n].T for n in names])
             return int8_panels(q_t, np.stack([scales[key + n] for n in names]), blocks, qmax,
-                               per_tensor, vnni)
+                               per_tensor, kernels)
 
         bias = _summed_bias(params, names, hidden_size, np.dtype(np.float32))
         w_hr = (panels("weight_hr", 1) if proj_size > 0 else
                 int8_panels(np.zeros((len(names), 0, 0), np.int8),
-                            np.zeros((len(names), 0), np.float32), 1, qmax, per_tensor, vnni))
+                            np.zeros((len(names), 0), np.float32), 1, qmax, per_tensor, kernels))
+        layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr,
+                                   None, None, None))
+    return layers
+
+
+def bfloat16_kernel_layout(params: Mapping[str, np.ndarray], num_layers: int,
+                           bidirectional: bool, hidden_size: int, proj_size: int,
+                           avx512_bf16: Optional[bool] = None) -> List[LayerWeights]:
+    """The kernel layout of a bfloat16 model: ``params`` holds torch's weights
+    as uint16 bit patterns (and float32 biases) by torch's names. See
+    ``formats.bfloat16`` for ``avx512_bf16``."""
+    layers = []
+    for layer in range(num_layers):
+        names = _layer_suffixes(layer, bidirectional)
+
+        def panels(key, blocks):
+            return bfloat16_panels(np.stack([params[key + n].T for n in names]), blocks,
+                                   avx512_bf16)
+
+        bias = _summed_bias(params, names, hidden_size, np.dtype(np.float32))
+        w_hr = (panels("weight_hr", 1) if proj_size > 0 else
+                bfloat16_panels(np.zeros((len(names), 0, 0), np.uint16), 1, avx512_bf16))
         layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr,
                                    None, None, None))
     return layers

@@ -13,6 +13,7 @@ import numpy as np
 from . import _validation as check
 from ._base import _RecurrentModule
 from ._driver import lstm_forward
+from .formats.bfloat16 import is_torch_bfloat16
 from ._weights import init_parameters, parameter_shapes
 
 State = Tuple[np.ndarray, np.ndarray]
@@ -61,16 +62,25 @@ class LSTMCell(_RecurrentModule):
 
     @classmethod
     def from_torch(cls, module: Any, *, dtype: Any = None) -> "LSTMCell":
-        """Build a cell with the configuration and weights of a ``torch.nn.LSTMCell``."""
+        """Build a cell with the configuration and weights of a ``torch.nn.LSTMCell``
+        (bfloat16 parameters: a bfloat16 cell, as :meth:`LSTM.from_torch`)."""
         weight_ih = getattr(module, "weight_ih", None)
         if (weight_ih is None or hasattr(module, "num_layers")
                 or tuple(weight_ih.shape)[:1] != (4 * module.hidden_size,)):
             raise TypeError(f"LSTMCell.from_torch() expects a torch.nn.LSTMCell, got "
                             f"{type(module).__name__}")
+        state = module.state_dict()
+        bf16 = is_torch_bfloat16(next(iter(state.values())))
+        keep_bf16 = bf16 and dtype is None
         if dtype is None:
-            dtype = str(next(iter(module.state_dict().values())).dtype).replace("torch.", "")
+            dtype = "float32" if bf16 else str(next(iter(state.values())).dtype).replace(
+                "torch.", "")
         cell = cls(module.input_size, module.hidden_size, bool(module.bias), dtype=dtype)
-        cell.load_state_dict(module.state_dict())
+        if keep_bf16:
+            cell = cell.quantize("bfloat16")
+        elif bf16:
+            state = {k: v.float() for k, v in state.items()}
+        cell.load_state_dict(state)
         return cell
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from . import _validation as check
 from ._base import _RecurrentModule
 from ._driver import lstm_forward
 from ._torch_quantized import quantized_lstm_parameters
+from .formats.bfloat16 import is_torch_bfloat16
 from ._weights import init_parameters, parameter_shapes
 
 State = Tuple[np.ndarray, np.ndarray]
@@ -87,7 +88,10 @@ class LSTM(_RecurrentModule):
         ----------
         module : torch.nn.LSTM or torch.ao.nn.quantized.dynamic.LSTM
             A float module gives a float model (``dtype`` defaults to the
-            module's own, float32 or float64). A dynamically quantised one
+            module's own, float32 or float64). One whose parameters are
+            bfloat16 (``module.to(torch.bfloat16)``) gives a bfloat16 model
+            with exactly those weights (biases widened to float32; with a
+            ``dtype``, a float model of the widened values). A dynamically quantised one
             (``torch.ao.quantization.quantize_dynamic(model, {nn.LSTM},
             dtype=torch.qint8)``) gives an int8 model with torch's weights,
             scales and numerics: the activations of each product quantised
@@ -108,12 +112,20 @@ class LSTM(_RecurrentModule):
         if getattr(module, "mode", None) != "LSTM" or not hasattr(module, "state_dict"):
             raise TypeError(f"LSTM.from_torch() expects a torch.nn.LSTM or a "
                             f"torch.ao.nn.quantized.dynamic.LSTM, got {type(module).__name__}")
+        state = module.state_dict()
+        bf16 = is_torch_bfloat16(next(iter(state.values())))
+        keep_bf16 = bf16 and dtype is None
         if dtype is None:
-            dtype = str(next(iter(module.state_dict().values())).dtype).replace("torch.", "")
+            dtype = "float32" if bf16 else str(next(iter(state.values())).dtype).replace(
+                "torch.", "")
         lstm = cls(module.input_size, module.hidden_size, module.num_layers, bool(module.bias),
                    bool(module.batch_first), float(module.dropout), bool(module.bidirectional),
                    int(getattr(module, "proj_size", 0)), dtype=dtype)
-        lstm.load_state_dict(module.state_dict())
+        if keep_bf16:
+            lstm = lstm.quantize("bfloat16")
+        elif bf16:
+            state = {k: v.float() for k, v in state.items()}
+        lstm.load_state_dict(state)
         return lstm
 
     @classmethod

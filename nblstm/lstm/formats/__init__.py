@@ -1,8 +1,9 @@
 """Weight formats: what each stores and which register tiles it runs on.
 
-``float.py`` (float32, float64) and ``int8.py`` each give their panel layout
-and tiles through the interface in ``_dispatch.py``; the driver and the step
-loops are shared. This module holds what the Python side asks of a format.
+``float.py`` (float32, float64), ``int8.py`` and ``bfloat16.py`` each give
+their panel layout and tiles through the interface in ``_dispatch.py``; the
+driver and the step loops are shared. This module holds what the Python side
+asks of a format.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from .bfloat16 import Bf16Panels
 from .int8 import Int8Panels
 
 #: ``weight_format`` values, and the formats ``quantize()`` converts to.
-FORMATS = ("float32", "float64", "int8")
-QUANTIZED_FORMATS = ("int8",)
+FORMATS = ("float32", "float64", "int8", "bfloat16")
+QUANTIZED_FORMATS = ("int8", "bfloat16")
 
 _NO_RANGE = np.empty(0, np.float32)  # writeable: a read-only one is another Numba type
 
@@ -25,13 +27,17 @@ def direction(weights: Any, d: int) -> Any:
     if isinstance(weights, Int8Panels):
         return type(weights)(weights.panels[d], weights.scales[d], weights.col_sums[d],
                              weights.qmax, weights.per_tensor)
+    if isinstance(weights, Bf16Panels):
+        return type(weights)(weights.panels[d], weights.min_exponent)
     return weights[d]
 
 
 def weight_itemsize(weights: Any) -> int:
-    """Bytes per stored weight (int8: 1)."""
+    """Bytes per stored weight (int8: 1, bfloat16: 2)."""
     if isinstance(weights, Int8Panels):
         return 1
+    if isinstance(weights, Bf16Panels):
+        return 2
     return weights.itemsize
 
 

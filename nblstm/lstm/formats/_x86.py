@@ -105,3 +105,81 @@ def dpbusd_1_row(typingctx, tile, q, r, k, panel, g):
         return context.get_dummy_value()
 
     return types.none(tile, q, r, k, panel, g), codegen
+
+
+# ----------------------------------------------------------------- bfloat16: vdpbf16ps
+
+#: float32 lanes += the dot product of two bf16 pairs per lane (AVX512-BF16).
+#: Declared with i32 pair operands, which LLVM upgrades to its <N x bfloat> form.
+_DPBF16PS = f"llvm.x86.avx512bf16.dpbf16ps.{LANES * 32}"
+_FLOAT_VEC = ir.VectorType(ir.FloatType(), LANES)
+
+
+def _emit_dpbf16ps(builder, tile, pairs, slots, weights):
+    """``tile[slot]`` (4 float32 vectors each) = vdpbf16ps(itself, broadcast
+    pair, weight vectors): ``pairs`` are i32 pointers to one pair of bf16
+    activations per row, ``weights`` an i32 pointer to 4 vectors of LANES
+    bf16 pairs (one pair per column)."""
+    function = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_FLOAT_VEC, [_FLOAT_VEC, _VEC, _VEC]), _DPBF16PS)
+    vectors = [builder.load(builder.bitcast(builder.gep(weights, [ir.Constant(_I64, LANES * c)]),
+                                            _VEC.as_pointer()), align=4)
+               for c in range(4)]
+    undef = ir.Constant(_VEC, ir.Undefined)
+    for pair, slot in zip(pairs, slots):
+        value = builder.load(pair, align=4)
+        splat = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_I32, 0)),
+                                       undef, ir.Constant(_VEC, [0] * LANES))
+        for c in range(4):
+            where = builder.gep(tile, [ir.Constant(_I64, (4 * slot + c) * LANES)])
+            where = builder.bitcast(where, _FLOAT_VEC.as_pointer())
+            total = builder.call(function, [builder.load(where, align=4), splat, vectors[c]])
+            builder.store(total, where, align=4)
+
+
+@intrinsic
+def dpbf16ps_4_rows(typingctx, tile, pairs, r0, r1, r2, r3, panel, g):
+    """Tile rows 0..3 (float32) += bf16 pair ``pairs[r_i, g]`` . ``panel[g]``:
+    ``pairs`` (rows, K / 2) and ``panel`` (G, 4 * LANES) are uint32 views of
+    bf16 pairs (see ``bfloat16.py``)."""
+    def codegen(context, builder, signature, args):
+        tile_v, pairs_v, *rows, panel_v, g_v = args
+        where = [_item_pointer(context, builder, signature.args[1], pairs_v, [r, g_v])
+                 for r in rows]
+        zero = context.get_constant(types.intp, 0)
+        weights = _item_pointer(context, builder, signature.args[6], panel_v, [g_v, zero])
+        _emit_dpbf16ps(builder, tile_v, where, range(4), weights)
+        return context.get_dummy_value()
+
+    return types.none(tile, pairs, r0, r1, r2, r3, panel, g), codegen
+
+
+@intrinsic
+def dpbf16ps_6_rows(typingctx, tile, pairs, r, panel, g):
+    """Tile rows 0..5 += ``pairs[r + i, g]`` . ``panel[g]``."""
+    def codegen(context, builder, signature, args):
+        tile_v, pairs_v, r_v, panel_v, g_v = args
+        where = [_item_pointer(context, builder, signature.args[1], pairs_v,
+                               [builder.add(r_v, context.get_constant(types.intp, i)), g_v])
+                 for i in range(6)]
+        zero = context.get_constant(types.intp, 0)
+        weights = _item_pointer(context, builder, signature.args[3], panel_v, [g_v, zero])
+        _emit_dpbf16ps(builder, tile_v, where, range(6), weights)
+        return context.get_dummy_value()
+
+    return types.none(tile, pairs, r, panel, g), codegen
+
+
+@intrinsic
+def dpbf16ps_1_row(typingctx, tile, pairs, r, panel, g):
+    """Tile row 0 += ``pairs[r, g]`` . ``panel[g]`` (one accumulator set: the
+    same sums, in the same order, as a row of the taller tiles)."""
+    def codegen(context, builder, signature, args):
+        tile_v, pairs_v, r_v, panel_v, g_v = args
+        where = _item_pointer(context, builder, signature.args[1], pairs_v, [r_v, g_v])
+        zero = context.get_constant(types.intp, 0)
+        weights = _item_pointer(context, builder, signature.args[3], panel_v, [g_v, zero])
+        _emit_dpbf16ps(builder, tile_v, [where], [0], weights)
+        return context.get_dummy_value()
+
+    return types.none(tile, pairs, r, panel, g), codegen

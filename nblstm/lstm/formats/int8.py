@@ -46,7 +46,7 @@ Exactness bound
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 from numba import carray, njit, types
@@ -90,6 +90,12 @@ class Int8PanelsPortable(Int8Panels):
     """:class:`Int8Panels` for the portable (no VNNI) tiles; same fields."""
 
 
+class Int8PanelsAMX(Int8Panels):
+    """:class:`Int8Panels` whose products of many rows run on AMX tiles
+    (``_amx``; fewer rows on the VNNI tiles); K is padded to whole AMX tiles
+    (a multiple of 64)."""
+
+
 class QuantizedRows(NamedTuple):
     """Scratch: activation rows quantised for one product.
 
@@ -108,13 +114,23 @@ class QuantizedRows(NamedTuple):
     fixed_range: np.ndarray
 
 
-_INT8_CLASSES = (Int8Panels, Int8PanelsPortable)
+_INT8_CLASSES = (Int8Panels, Int8PanelsPortable, Int8PanelsAMX)
+#: The weights class of each kernel path.
+KERNELS = {"vnni": Int8Panels, "portable": Int8PanelsPortable, "amx": Int8PanelsAMX}
+#: Products of at least this many rows use AMX blocks (32 rows each).
+AMX_MIN_ROWS = 32
 
 
-def panels_class(vnni=None):
-    """The weights class for the VNNI tiles (default: where the CPU has them,
-    see ``_cpu.USE_VNNI``) or the portable ones."""
-    return Int8Panels if (_cpu.USE_VNNI if vnni is None else vnni) else Int8PanelsPortable
+def default_kernels() -> str:
+    """The best kernel path this CPU allows (see ``_cpu``)."""
+    if _cpu.use_amx_int8():
+        return "amx"
+    return "vnni" if _cpu.USE_VNNI else "portable"
+
+
+def kernels_of(weights: Int8Panels) -> str:
+    """The kernel path (a key of KERNELS) of these weights."""
+    return next(name for name, cls in KERNELS.items() if type(weights) is cls)
 
 
 # ----------------------------------------------------------------- quantisation
@@ -276,7 +292,7 @@ def _portable_row_step(tile, slot, q, r, k, panel, g):
 
 @overload(_reduction_step_4, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _reduction_step_4_overload(tile, q, r0, r1, r2, r3, k, panel, g, weights):
-    if weights.instance_class is Int8Panels:
+    if weights.instance_class in (Int8Panels, Int8PanelsAMX):
         from ._x86 import dpbusd_4_rows
 
         def vnni(tile, q, r0, r1, r2, r3, k, panel, g, weights):
@@ -293,7 +309,7 @@ def _reduction_step_4_overload(tile, q, r0, r1, r2, r3, k, panel, g, weights):
 
 @overload(_reduction_step_6, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _reduction_step_6_overload(tile, q, r, k, panel, g, weights):
-    if weights.instance_class is Int8Panels:
+    if weights.instance_class in (Int8Panels, Int8PanelsAMX):
         from ._x86 import dpbusd_6_rows
 
         def vnni(tile, q, r, k, panel, g, weights):
@@ -309,7 +325,7 @@ def _reduction_step_6_overload(tile, q, r, k, panel, g, weights):
 @overload(_reduction_step_1, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _reduction_step_1_overload(tile, q, r, k, panel, g, weights):
     """Two k groups (g, g + 1) of one row, into tile rows 0 and 1."""
-    if weights.instance_class is Int8Panels:
+    if weights.instance_class in (Int8Panels, Int8PanelsAMX):
         from ._x86 import dpbusd_1_row
 
         def vnni(tile, q, r, k, panel, g, weights):
@@ -392,23 +408,74 @@ def _tile_1_row(rows, weights, panel, out, r, j0, n_valid):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
-    """``out[:n_rows, j0:j0 + n_valid] += dequantised rows @ panel`` in the
-    tiles of ``_tiles.tile_schedule``; inlined (see ``float.panel_accumulate``)."""
+def _vnni_rows(rows, weights, panel, out, first, n_rows, j0, n_valid, tall):
+    """Rows ``[first, n_rows)`` on the register tiles of ``_tiles.tile_schedule``."""
     prefer_vector_width()
-    n_tall, n_four = tile_schedule(n_rows, tall)
+    n_tall, n_four = tile_schedule(n_rows - first, tall)
     for t in range(n_tall):
-        _tile_6_rows(rows, weights, panel, out, t * TALL_TILE_ROWS, j0, n_valid)
-    first = n_tall * TALL_TILE_ROWS
+        _tile_6_rows(rows, weights, panel, out, first + t * TALL_TILE_ROWS, j0, n_valid)
+    start = first + n_tall * TALL_TILE_ROWS
     for t in range(n_four):
-        r4 = first + t * TILE_ROWS
+        r4 = start + t * TILE_ROWS
         _tile_4_rows(rows, weights, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
-    rest = first + n_four * TILE_ROWS
+    rest = start + n_four * TILE_ROWS
     last = n_rows - 1
     if n_rows - rest >= 2:
         _tile_4_rows(rows, weights, panel, out, rest, rest + 1, min(rest + 2, last), last, j0, n_valid)
     elif rest < n_rows:
         _tile_1_row(rows, weights, panel, out, rest, j0, n_valid)
+
+
+def _amx_rows(rows, weights, panel, out, n_rows, j0, n_valid):
+    """Rows ``[0, 32 * (n_rows // 32))`` on AMX blocks; returns that count."""
+    raise NotImplementedError
+
+
+@overload(_amx_rows, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _amx_rows_overload(rows, weights, panel, out, n_rows, j0, n_valid):
+    if weights.instance_class is not Int8PanelsAMX:
+        return lambda rows, weights, panel, out, n_rows, j0, n_valid: np.int64(0)
+    from . import _amx
+
+    def impl(rows, weights, panel, out, n_rows, j0, n_valid):
+        n_blocks = n_rows // _amx.BLOCK_ROWS if n_rows >= AMX_MIN_ROWS else 0
+        if n_blocks == 0:
+            return np.int64(0)
+        sums = carray(_amx.sums_buffer(), (_amx.BLOCK_ROWS, _amx.BLOCK_COLUMNS))
+        _amx.configure()
+        for b in range(n_blocks):
+            r0 = b * _amx.BLOCK_ROWS
+            for c0 in range(0, WIDTH, _amx.BLOCK_COLUMNS):
+                _amx.block_product(rows.q, r0, panel, c0, sums)
+                _dequantize_block(sums, rows, weights, out, r0, j0, c0, n_valid)
+        _amx.release()
+        return np.int64(n_blocks * _amx.BLOCK_ROWS)
+    return impl
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _dequantize_block(sums, rows, weights, out, r0, j0, c0, n_valid):
+    """:func:`_dequantize_row` for the rows of one AMX block, its columns
+    ``[c0, c0 + 32)`` of the panel (those below ``n_valid``)."""
+    prefer_vector_width()
+    n_cols = min(sums.shape[1], max(np.int64(n_valid) - c0, 0))
+    for i in range(sums.shape[0]):
+        r = r0 + i
+        scale = rows.scale[r]
+        zero = rows.zero[r]
+        for jj in range(n_cols):
+            j = j0 + np.uint64(c0 + jj)
+            exact = sums[i, jj] - zero * weights.col_sums[j]
+            out[r, j] = fused_multiply_add(np.float32(exact), scale * weights.scales[j], out[r, j])
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
+    """``out[:n_rows, j0:j0 + n_valid] += dequantised rows @ panel``: AMX
+    blocks of 32 rows where the weights are :class:`Int8PanelsAMX`, the
+    register tiles for the rest (inlined, see ``float.panel_accumulate``)."""
+    first = _amx_rows(rows, weights, panel, out, n_rows, j0, n_valid)
+    _vnni_rows(rows, weights, panel, out, first, n_rows, j0, n_valid, tall)
 
 
 # ----------------------------------------------------------------- the format interface
@@ -421,10 +488,17 @@ def _is_int8(weights) -> bool:
 @overload(_dispatch.new_scratch, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _new_scratch(weights, rows, inner, fixed_range):
     if _is_int8(weights):
+        # AMX loads whole tiles: 32-row blocks (rows past ``rows`` are computed
+        # and dropped) of 64 bytes of K; the register tiles read 8 bytes at a time.
+        row_multiple, inner_multiple = (32, 64) if weights.instance_class is Int8PanelsAMX \
+            else (1, 8)
+
         def impl(weights, rows, inner, fixed_range):
-            padded = (inner + 7) // 8 * 8
-            return QuantizedRows(np.empty((rows, padded), np.uint8), np.empty(rows, np.float32),
-                                 np.empty(rows, np.int32), fixed_range)
+            padded = (inner + inner_multiple - 1) // inner_multiple * inner_multiple
+            rows_padded = (rows + row_multiple - 1) // row_multiple * row_multiple
+            return QuantizedRows(np.empty((rows_padded, padded), np.uint8),
+                                 np.empty(rows_padded, np.float32),
+                                 np.empty(rows_padded, np.int32), fixed_range)
         return impl
 
 
@@ -466,21 +540,27 @@ def _direction(weights, d):
 
 
 def int8_panels(q_t: np.ndarray, scales: np.ndarray, blocks: int, qmax: int = 255,
-                per_tensor: bool = False, vnni=None) -> Int8Panels:
+                per_tensor: bool = False, kernels: Optional[str] = None) -> Int8Panels:
     """The int8 weights of ``Q.T`` (..., K, N) int8 with ``scales`` (..., N).
 
     ``blocks`` equal column blocks (the gates) each get panels of their own;
     K is zero-padded to a multiple of 8 (an even number of 4-row groups, which
-    the one-row tile takes two at a time). Returns :func:`panels_class`'s
-    named tuple (``vnni`` None: as the CPU allows).
+    the one-row tile takes two at a time), of 64 for AMX (whole tiles).
+    ``kernels`` is a key of KERNELS (None: :func:`default_kernels`); its
+    class is returned.
     """
+    cls = KERNELS[kernels or default_kernels()]
+    if cls is Int8PanelsAMX and not _cpu.use_amx_int8():  # also asks Linux for the tile state
+        raise ValueError("kernels='amx' needs AMX int8 tiles, which this CPU or kernel does not "
+                         "give; use 'vnni' or 'portable'")
     from .._weights import column_panels
 
     *lead, n_inner, n_cols = q_t.shape
     if n_inner > MAX_INNER:
         raise ValueError(f"int8 weights support at most {MAX_INNER} inputs per product (int32 "
                          f"sums stay exact), got {n_inner}; keep this model in float32")
-    n_groups = 2 * -(-n_inner // 8)
+    group_multiple = 16 if cls is Int8PanelsAMX else 2
+    n_groups = group_multiple * -(-n_inner // (4 * group_multiple))
     padded = np.zeros((*lead, 4 * n_groups, n_cols), np.int8)
     padded[..., :n_inner, :] = q_t
     # (..., groups, 4, N) -> (..., groups, N, 4): each column's 4 weights of a group together.
@@ -488,8 +568,8 @@ def int8_panels(q_t: np.ndarray, scales: np.ndarray, blocks: int, qmax: int = 25
     panels = column_panels(np.ascontiguousarray(quads).reshape(*lead, n_groups, 4 * n_cols),
                            width=4 * WIDTH, blocks=blocks)
     col_sums = q_t.astype(np.int32).sum(axis=-2, dtype=np.int32)
-    return panels_class(vnni)(panels, np.ascontiguousarray(scales, np.float32),
-                              np.ascontiguousarray(col_sums), int(qmax), bool(per_tensor))
+    return cls(panels, np.ascontiguousarray(scales, np.float32), np.ascontiguousarray(col_sums),
+               int(qmax), bool(per_tensor))
 
 
 def weight_from_panels(weights: Int8Panels, direction: int, n_inner: int, n_cols: int,
