@@ -363,3 +363,15 @@ def test_int8_model_holds_its_weights_once():
     model = nblstm.LSTM(256, 256, num_layers=2, bidirectional=True, seed=0)
     float_bytes = sum(v.nbytes for v in model.state_dict().values())
     assert _held_bytes(model.quantize("int8")) <= 0.3 * float_bytes
+
+
+@needs_amx
+def test_small_products_of_amx_weights_run_on_their_vnni_twin():
+    """formats.for_rows: below AMX_MIN_ROWS the same arrays under the VNNI class."""
+    from nblstm.lstm import formats
+
+    q = np.random.default_rng(0).integers(-128, 128, (40, 256), np.int8)
+    weights = int8.int8_panels(q, np.ones(256, np.float32), 4, kernels="amx")
+    small = formats.for_rows(weights, int8.AMX_MIN_ROWS - 1)
+    assert type(small) is int8.Int8Panels and small.panels is weights.panels
+    assert formats.for_rows(weights, int8.AMX_MIN_ROWS) is weights

@@ -148,6 +148,8 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x
     projects its own window's input."""
     windows = plan_windows(step_offsets, c.shape[2], out.itemsize)
     gx = aligned_empty((2, _window_rows(step_offsets, windows), 4 * c.shape[2]), out.dtype)
+    w_hh, w_hr = (formats.for_rows(w, int(batch_sizes[0])) for w in (layer.w_hh_panels,
+                                                                     layer.w_hr_panels))
     with parallel_section():
         for k, forward_span in enumerate(windows):
             spans = [forward_span, windows[-1 - k]]
@@ -157,8 +159,7 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x
             t_hi = np.array([b for _, b in spans], dtype=np.int64)
             _kernels.run_window_both_directions(
                 *x_rows, layer.w_ih_panels, layer.bias, gx, t_lo, t_hi, batch_sizes,
-                step_offsets, h, c, layer.w_hh_panels, layer.w_hr_panels, h_full, out,
-                x_range)
+                step_offsets, h, c, w_hh, w_hr, h_full, out, x_range)
 
 
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
@@ -264,8 +265,10 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, 
     # Numba's thread count is only set (a few microseconds) when a parallel
     # kernel will run: small serial forwards are dominated by such costs.
     parallel = not use_blas and (parts > 1 or parallel_projection)
-    w_ih, w_hh, w_hr = (formats.direction(w, 0) for w in
-                        (layer.w_ih_panels, layer.w_hh_panels, layer.w_hr_panels))
+    step_rows = max_batch // parts if kind == "row_groups" else max_batch
+    w_ih = formats.direction(layer.w_ih_panels, 0)
+    w_hh, w_hr = (formats.for_rows(formats.direction(w, 0), step_rows)
+                  for w in (layer.w_hh_panels, layer.w_hr_panels))
     with parallel_section() if parallel else contextlib.nullcontext():
         for t0, t1 in windows:
             r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
