@@ -77,10 +77,7 @@ class _RecurrentModule:
         self._layers = int8_kernel_layout(params, scales, self.num_layers, self.bidirectional,
                                           self.hidden_size, self.proj_size, qmax, per_tensor,
                                           kernels)
-        biases = {k: np.array(v, np.float32) for k, v in params.items() if k.startswith("bias")}
-        for array in biases.values():
-            array.flags.writeable = False
-        self._params = biases
+        self._keep_biases(params)
         self._int8_scheme = scheme
         self._bfloat16 = False
 
@@ -90,12 +87,17 @@ class _RecurrentModule:
         names; only the biases are kept beside the panels."""
         self._layers = bfloat16_kernel_layout(params, self.num_layers, self.bidirectional,
                                               self.hidden_size, self.proj_size, avx512_bf16)
+        self._keep_biases(params)
+        self._int8_scheme = None
+        self._bfloat16 = True
+
+    def _keep_biases(self, params: Dict[str, np.ndarray]) -> None:
+        """A reduced-format model's ``_params``: read-only float32 copies of
+        its biases (its weights live only in the panels)."""
         biases = {k: np.array(v, np.float32) for k, v in params.items() if k.startswith("bias")}
         for array in biases.values():
             array.flags.writeable = False
         self._params = biases
-        self._int8_scheme = None
-        self._bfloat16 = True
 
     def _weight_panels(self):
         """``(name, panels, direction, shape, blocks)`` of each weight, by

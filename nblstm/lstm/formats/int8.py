@@ -1,4 +1,4 @@
-"""int8 weights: per-row scales, VNNI panels, dynamic activation quantisation.
+"""int8 weights: per-row scales, VNNI/AMX panels, dynamic activation quantisation.
 
 The format
     A weight matrix ``W`` (N, K) (torch's layout: N outputs) is stored as int8
@@ -25,19 +25,24 @@ Panels
     own (as the float panels). A panel is (ceil(K / 4), 4 * width) int8: row
     ``g`` holds, for each column, its 4 weights of rows ``4g..4g+3`` -- the
     operand layout of ``vpdpbusd``, which multiplies 4 uint8 activations by
-    4 int8 weights and adds the four products into one int32 lane. K is
-    zero-padded to a multiple of 4; the padding weights are zero, so
-    whatever the activation padding holds adds nothing.
+    4 int8 weights and adds the four products into one int32 lane, and of
+    AMX's ``tdpbusd`` weight tiles. K is zero-padded to a multiple of 8 (64
+    for AMX); the padding weights are zero, so whatever the activation
+    padding holds adds nothing. The epilogue writes
+    ``fma(float32(sum - z_a * colsum), float32(s_a * scale), out)``, one
+    rounding, as fbgemm's dequantisation.
 
 Tiles
     4 (or 6, or 1) rows x ``width`` columns of int32 sums stay in registers
     while the reduction runs over the k groups; the epilogue applies the
-    zero-point correction and the scales. Two register tiles with identical
-    sums: ``vpdpbusd`` where the CPU has VNNI (:class:`Int8Panels`), and a
-    portable one of plain integer arithmetic elsewhere
-    (:class:`Int8PanelsPortable`); integer sums are exact, so both give
-    bitwise the same results. The class of the weights decides which tile a
-    kernel is compiled with.
+    zero-point correction and the scales. Three kernel paths with identical
+    integer sums, chosen by the class of the weights when a kernel is
+    compiled (KERNELS): ``vpdpbusd`` register tiles where the CPU has VNNI
+    (:class:`Int8Panels`); AMX blocks of 32 rows x 32 columns for products of
+    AMX_MIN_ROWS rows or more, the rows left on the VNNI tiles
+    (:class:`Int8PanelsAMX`, ``_amx``); plain integer arithmetic elsewhere
+    (:class:`Int8PanelsPortable`). Integer sums are exact, so all three give
+    bitwise the same results.
 
 Exactness bound
     An int32 sum holds K * 255 * 128: K up to 65,793 inputs; quantize()
