@@ -12,7 +12,7 @@ from .formats import bfloat16
 from .formats.int8 import MAX_INNER, kernels_of, quantize_weight, weight_from_panels
 from ._weights import (LayerWeights, bfloat16_kernel_layout, checked_bfloat16_parameters,
                        checked_int8_parameters, checked_parameters, int8_kernel_layout,
-                       kernel_layout, parameter_shapes)
+                       kernel_layout, parameter_shapes, weight_from_column_panels)
 
 #: Activation quantisation of nblstm's own int8 models: each row of a product
 #: on its own, over the full uint8 range (see ``formats.int8``).
@@ -29,10 +29,10 @@ class _RecurrentModule:
     and may rename keys between the public names and the ``weight_ih_l0``
     style used inside (:meth:`_public_name` / :meth:`_internal_name`).
 
-    A float model keeps its parameters (``_params``) and their panels; an
-    int8 model keeps only its panels (with scales) and its float32 biases
-    (``_params``), and rebuilds its int8 weights on demand; a bfloat16 model
-    likewise.
+    Every model keeps its weights once, as panels (an int8 model with its
+    scales), and its biases in ``_params``; ``state_dict()`` rebuilds the
+    weights from the panels. A float layer that may run on BLAS (see
+    ``_weights.BLAS_MIN_WEIGHT_BYTES``) also keeps row-major copies.
     """
 
     dtype: np.dtype
@@ -61,9 +61,10 @@ class _RecurrentModule:
                                 self.bidirectional, self.proj_size)
 
     def _set_parameters(self, params: Dict[str, np.ndarray]) -> None:
-        for array in params.values():
-            array.flags.writeable = False
-        self._params = params
+        """Float weights and biases (``params``, the model dtype) by internal
+        names; only the biases are kept beside the panels (and the row-major
+        copies of the layers that may run on BLAS, see ``_weights``)."""
+        self._keep_biases(params)
         self._int8_scheme = None
         self._bfloat16 = False
         self._layers = kernel_layout(params, self.num_layers, self.bidirectional,
@@ -92,9 +93,9 @@ class _RecurrentModule:
         self._bfloat16 = True
 
     def _keep_biases(self, params: Dict[str, np.ndarray]) -> None:
-        """A reduced-format model's ``_params``: read-only float32 copies of
-        its biases (its weights live only in the panels)."""
-        biases = {k: np.array(v, np.float32) for k, v in params.items() if k.startswith("bias")}
+        """``_params``: read-only copies of the biases in the model dtype (the
+        weights live only in the panels)."""
+        biases = {k: np.array(v, self.dtype) for k, v in params.items() if k.startswith("bias")}
         for array in biases.values():
             array.flags.writeable = False
         self._params = biases
@@ -122,6 +123,12 @@ class _RecurrentModule:
             scales[name] = panels.scales[d].copy()
         return weights, scales
 
+    def _float_weights(self) -> Dict[str, np.ndarray]:
+        """A float model's weights (fresh arrays, torch's shapes), rebuilt
+        from the panels, by internal names."""
+        return {name: weight_from_column_panels(panels[d], shape[1], shape[0], blocks)
+                for name, panels, d, shape, blocks in self._weight_panels()}
+
     def _bfloat16_weights(self) -> Dict[str, np.ndarray]:
         """The uint16 bfloat16 weights (fresh arrays, torch's shapes), rebuilt
         from the panels, by internal names."""
@@ -137,12 +144,10 @@ class _RecurrentModule:
         ``np.uint16`` array whose value << 16 viewed as float32 is the weight,
         ``formats.bfloat16.widen``); biases stay float32.
         """
-        if self._bfloat16:
-            weights = self._bfloat16_weights()
+        if self._int8_scheme is None:
+            weights = self._bfloat16_weights() if self._bfloat16 else self._float_weights()
             return {self._public_name(name): weights[name] if name in weights
                     else self._params[name].copy() for name in self._parameter_shapes()}
-        if self._int8_scheme is None:
-            return {self._public_name(k): v.copy() for k, v in self._params.items()}
         weights, scales = self._int8_weights()
         state = {}
         for name in self._parameter_shapes():
@@ -188,7 +193,7 @@ class _RecurrentModule:
                 self._layers[0].w_hh_panels.__class__ is bfloat16.Bf16Panels)
             return
         if self._int8_scheme is None:
-            current = {self._public_name(k): v for k, v in self._params.items()}
+            current = self.state_dict()
             params = checked_parameters(state_dict, current, self.dtype, strict, owner)
             self._set_parameters({self._internal_name(k): v for k, v in params.items()})
             return
@@ -243,22 +248,19 @@ class _RecurrentModule:
                              f"{self.weight_format}. Build or load the model with "
                              f"dtype=np.float32 (formats: "
                              f"{', '.join(repr(f) for f in formats.QUANTIZED_FORMATS)})")
+        weights = self._float_weights()
         if weight_format == "bfloat16":
-            return self._bfloat16_copy({name: bfloat16.round_to_bfloat16(value)
-                                        if name.startswith("weight") else value
-                                        for name, value in self._params.items()})
+            return self._bfloat16_copy({**self._params, **{
+                name: bfloat16.round_to_bfloat16(value) for name, value in weights.items()}})
         widest = max(shape[1] for name, shape in self._parameter_shapes().items()
                      if name.startswith("weight"))
         if widest > MAX_INNER:
             raise ValueError(f"quantize('int8') supports at most {MAX_INNER} inputs per weight "
                              f"matrix (exact int32 sums), this model has {widest}; keep it in "
                              f"float32")
-        params, scales = {}, {}
-        for name, value in self._params.items():
-            if name.startswith("weight"):
-                params[name], scales[name] = quantize_weight(value)
-            else:
-                params[name] = value
+        params, scales = dict(self._params), {}
+        for name, value in weights.items():
+            params[name], scales[name] = quantize_weight(value)
         return self._int8_copy(params, scales, OWN_INT8_SCHEME)
 
     def _int8_copy(self, params, scales, scheme, kernels: Optional[str] = None):

@@ -87,6 +87,22 @@ def column_panels(w_t: np.ndarray, width: Optional[int] = None, blocks: int = 1)
     return panels
 
 
+def weight_from_column_panels(panels: np.ndarray, n_inner: int, n_cols: int, blocks: int,
+                              group: int = 1) -> np.ndarray:
+    """Torch's (N, K) weight back from one direction's column panels
+    (n_panels, G, group * width): the inverse of :func:`column_panels` (with
+    ``group`` consecutive K rows of a column stored side by side, as the int8
+    (4) and bfloat16 (2) panels do). A fresh C-contiguous array."""
+    n_panels, n_groups, row = panels.shape
+    width = row // group
+    per_block = n_panels // blocks
+    block_cols = n_cols // blocks
+    # (blocks, per_block, G, width, group) -> (blocks, G * group, per_block * width)
+    cols = panels.reshape(blocks, per_block, n_groups, width, group).transpose(0, 2, 4, 1, 3)
+    cols = cols.reshape(blocks, n_groups * group, per_block * width)[:, :n_inner, :block_cols]
+    return np.ascontiguousarray(np.concatenate(list(cols), axis=1).T)
+
+
 def parameter_shapes(input_size: int, hidden_size: int, num_layers: int, bias: bool,
                      bidirectional: bool, proj_size: int) -> Dict[str, Tuple[int, ...]]:
     """Torch's ``state_dict`` keys of an LSTM with their shapes, in torch's order."""

@@ -591,11 +591,6 @@ def bfloat16_panels(w_t: np.ndarray, blocks: int, avx512_bf16=None) -> Bf16Panel
 def weight_from_panels(weights: Bf16Panels, direction: int, n_inner: int, n_cols: int,
                        blocks: int) -> np.ndarray:
     """Torch's (N, K) uint16 weight of ``direction`` back from its panels."""
-    panels = weights.panels[direction]  # (n_panels, pairs, 2 * WIDTH)
-    n_panels, n_pairs, _ = panels.shape
-    per_block = n_panels // blocks
-    block_cols = n_cols // blocks
-    # (blocks, per_block, pairs, WIDTH, 2) -> (blocks, pairs * 2, per_block * WIDTH)
-    cols = panels.reshape(blocks, per_block, n_pairs, WIDTH, 2).transpose(0, 2, 4, 1, 3)
-    cols = cols.reshape(blocks, n_pairs * 2, per_block * WIDTH)[:, :n_inner, :block_cols]
-    return np.ascontiguousarray(np.concatenate(list(cols), axis=1).T)
+    from .._weights import weight_from_column_panels
+
+    return weight_from_column_panels(weights.panels[direction], n_inner, n_cols, blocks, 2)

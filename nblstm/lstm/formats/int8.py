@@ -587,11 +587,6 @@ def int8_panels(q_t: np.ndarray, scales: np.ndarray, blocks: int, qmax: int = 25
 def weight_from_panels(weights: Int8Panels, direction: int, n_inner: int, n_cols: int,
                        blocks: int) -> np.ndarray:
     """Torch's (N, K) int8 weight of ``direction`` back from its panels."""
-    panels = weights.panels[direction]  # (n_panels, groups, 4 * WIDTH)
-    n_panels, n_groups, _ = panels.shape
-    per_block = n_panels // blocks
-    block_cols = n_cols // blocks
-    # (blocks, per_block, groups, WIDTH, 4) -> (blocks, groups * 4, per_block * WIDTH)
-    cols = panels.reshape(blocks, per_block, n_groups, WIDTH, 4).transpose(0, 2, 4, 1, 3)
-    cols = cols.reshape(blocks, n_groups * 4, per_block * WIDTH)[:, :n_inner, :block_cols]
-    return np.ascontiguousarray(np.concatenate(list(cols), axis=1).T)
+    from .._weights import weight_from_column_panels
+
+    return weight_from_column_panels(weights.panels[direction], n_inner, n_cols, blocks, 4)
