@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from .bfloat16 import Bf16Panels
 from .int8 import AMX_MIN_ROWS, Int8Panels, Int8PanelsAMX
 
 #: ``weight_format`` values, and the formats ``quantize()`` converts to.
@@ -23,22 +22,17 @@ _NO_RANGE = np.empty(0, np.float32)  # writeable: a read-only one is another Num
 
 
 def direction(weights: Any, d: int) -> Any:
-    """Direction ``d`` of a layer's stacked (D, ...) weights, any format."""
-    if isinstance(weights, Int8Panels):
-        return type(weights)(weights.panels[d], weights.scales[d], weights.col_sums[d],
-                             weights.qmax, weights.per_tensor)
-    if isinstance(weights, Bf16Panels):
-        return type(weights)(weights.panels[d], weights.min_exponent)
-    return weights[d]
+    """Direction ``d`` of a layer's stacked (D, ...) weights, any format: a
+    float array, or a format's named tuple whose arrays all lead with D (its
+    scalars are the layer's, shared by the directions)."""
+    if isinstance(weights, np.ndarray):
+        return weights[d]
+    return type(weights)(*(f[d] if isinstance(f, np.ndarray) else f for f in weights))
 
 
 def weight_itemsize(weights: Any) -> int:
-    """Bytes per stored weight (int8: 1, bfloat16: 2)."""
-    if isinstance(weights, Int8Panels):
-        return 1
-    if isinstance(weights, Bf16Panels):
-        return 2
-    return weights.itemsize
+    """Bytes per stored weight (int8: 1, bfloat16: 2): the panels' itemsize."""
+    return getattr(weights, "panels", weights).itemsize
 
 
 def input_range(layer: Any, x: np.ndarray) -> np.ndarray:
