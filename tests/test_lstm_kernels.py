@@ -9,6 +9,7 @@ from lstm_helpers import ragged_batch_sizes
 from nblstm._memory import CACHE_LINE_BYTES, aligned_copy, aligned_empty, aligned_zeros
 from nblstm.lstm import _kernels
 from nblstm.lstm._driver import _run_steps_blas
+from nblstm.lstm._gate_options import for_direction, layer_options
 from nblstm.lstm._activations import sigmoid, tanh
 from nblstm.lstm._kernels import tile_columns
 from nblstm.lstm._weights import column_panels
@@ -149,7 +150,7 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
         weights = (w_hh_t, w_hr_t) if impl is naive else (column_panels(w_hh_t, blocks=4),
                                                            column_panels(w_hr_t))
         impl.lstm_step(g, n_rows, hh, cc, *weights, h_full, o, 2, h.shape[1],
-                       *([] if impl is naive else [FLOAT_SCRATCH]))
+                       *([] if impl is naive else [FLOAT_SCRATCH, None]))
         states.append((hh, cc, o))
     for got, want in zip(states[1], states[0]):
         np.testing.assert_allclose(got, want, rtol=0, atol=TOLERANCE[dtype] * 8 * (hidden + 1))
@@ -157,15 +158,29 @@ def test_lstm_step(batch, hidden, proj, dtype, seed):
     assert np.array_equal(states[1][1][n_rows:], c[n_rows:])
 
 
+def _gate_options(rng, with_options, n_dirs, hidden, dtype):
+    """None, or random ONNX gate options of ``n_dirs`` directions (any mix of
+    peepholes, a clip that bites, and coupled gates)."""
+    if not with_options:
+        return None
+    peepholes = _rand(rng, (n_dirs, 3, hidden), dtype) * rng.integers(0, 2)
+    clip = [None, 0.5, 2.0][int(rng.integers(0, 3))]
+    return layer_options(peepholes, clip, bool(rng.integers(0, 2)), n_dirs, hidden, dtype)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(0, 7), min_size=1, max_size=11), st.integers(1, 6), st.integers(0, 4),
-       st.booleans(), dtypes, st.integers(0, 2**32 - 1))
+       st.booleans(), dtypes, st.booleans(), st.integers(0, 2**32 - 1))
 def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
-                                                             dtype, seed):
+                                                             dtype, with_options, seed):
     """The serial, two-direction (which also projects the input), row-group
-    and BLAS (these two forward only) step loops all equal the NumPy twin."""
+    and BLAS (these two forward only) step loops all equal the NumPy twin,
+    with and without ONNX's gate options."""
     proj = proj if proj < hidden else 0
     rng = np.random.default_rng(seed)
+    layer = _gate_options(rng, with_options, 2, hidden, dtype)
+    d = 1 if reverse else 0
+    options = for_direction(layer, d)
     lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
     batch = len(lengths)
     out_width = proj or hidden
@@ -184,20 +199,20 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
         col = out_width if reverse else 0
         if kind == "naive":
             naive.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
-                            w_hr_t, h_full, out, col)
+                            w_hr_t, h_full, out, col, options)
         elif kind == "serial":
             _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
-                               w_hh_panels, w_hr_panels, h_full, out, col)
+                               w_hh_panels, w_hr_panels, h_full, out, col, options)
         elif kind == "groups":  # any row bounds, not only the driver's whole tiles
             row_bounds = np.unique(np.concatenate(([0, batch], rng.integers(0, batch + 1, 2))))
             _kernels.run_steps_row_groups(g, 0, 0, n_steps, batch_sizes, offsets, hh, cc,
-                                          w_hh_panels, w_hr_panels, h_full, out, row_bounds)
+                                          w_hh_panels, w_hr_panels, h_full, out, row_bounds,
+                                          options)
         elif kind == "blas":
             gates = np.empty((batch, 4 * hidden), dtype)
             _run_steps_blas(g, 0, 0, n_steps, batch_sizes, offsets, hh, cc, w_hh_t, w_hr_t,
-                            h_full, gates, out)
+                            h_full, gates, out, options)
         else:  # both directions kernel, our direction in slot 0 or 1, projecting x itself
-            d = 1 if reverse else 0
             stack = lambda a: np.ascontiguousarray(np.stack([a, a]))  # noqa: E731
             hh2, cc2 = stack(hh), stack(cc)
             hf2 = stack(h_full) if proj else hh2
@@ -206,7 +221,7 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
                 x, x, column_panels(stack(w_ih_t), blocks=4), stack(bias),
                 np.empty((2,) + gx.shape, dtype),
                 np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
-                hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out, NO_RANGE)
+                hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out, NO_RANGE, layer)
             hh, cc = hh2[d], cc2[d]
             out[:, out_width - col:2 * out_width - col] = 0  # the other direction's columns
         return hh, cc, out
@@ -222,9 +237,10 @@ def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, p
 
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.integers(0, 9), min_size=1, max_size=7), st.integers(1, 2 * 64 + 17),
-       st.integers(0, 70), st.integers(1, 3), dtypes, st.integers(1, 2),
+       st.integers(0, 70), st.integers(1, 3), dtypes, st.integers(1, 2), st.booleans(),
        st.integers(0, 2**32 - 1))
-def test_split_units_matches_serial_twin(lengths, hidden, proj, parts, dtype, threads, seed):
+def test_split_units_matches_serial_twin(lengths, hidden, proj, parts, dtype, threads,
+                                         with_options, seed):
     """The split-units step loop equals the NumPy twin, with the threads it
     asks for or alone (one thread then claims every part: nothing waits),
     for any hidden size (a last partial panel per gate), with or without a
@@ -239,9 +255,10 @@ def test_split_units_matches_serial_twin(lengths, hidden, proj, parts, dtype, th
     batch = len(lengths)
     gx = _rand(rng, (rows, 4 * hidden), dtype)
     h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
+    options = for_direction(_gate_options(rng, with_options, 1, hidden, dtype), 0)
     hh, cc, out = h.copy(), c.copy(), np.zeros((rows, out_width), dtype)
     naive.run_steps(gx.copy(), 0, 0, n_steps, False, batch_sizes, offsets, hh, cc, w_hh_t,
-                    w_hr_t, np.empty_like(cc) if proj else hh, out, 0)
+                    w_hr_t, np.empty_like(cc) if proj else hh, out, 0, options)
     got_h, got_c, got_out = h.copy(), c.copy(), np.zeros((rows, out_width), dtype)
     phases = n_steps * (2 if proj else 1)
     previous = numba.get_num_threads()
@@ -251,7 +268,7 @@ def test_split_units_matches_serial_twin(lengths, hidden, proj, parts, dtype, th
             gx.copy(), 0, 0, n_steps, batch_sizes, offsets, got_h, got_c,
             column_panels(w_hh_t, blocks=4), column_panels(w_hr_t), np.empty_like(c),
             np.empty((2, batch, out_width), dtype), np.zeros(phases * blocks * 8, np.int64),
-            np.zeros(phases * 8, np.int64), got_out, blocks)
+            np.zeros(phases * 8, np.int64), got_out, blocks, options)
     finally:
         numba.set_num_threads(previous)
     tolerance = TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths)

@@ -35,6 +35,7 @@ from .._threads import get_num_threads, parallel_section
 from ..packing import step_offsets as offset_table
 from . import _kernels, formats
 from ._kernels import TILE_ROWS
+from ._gate_options import for_direction
 from ._weights import LayerWeights
 
 #: Bytes of projected input (rows x 4H) held per direction and window (a
@@ -122,7 +123,7 @@ def _window_input(x: np.ndarray, t0: int, t1: int, r0: int, r1: int) -> np.ndarr
 
 
 def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c, w_hh_t,
-                    w_hr_t, h_full, gates, out) -> None:
+                    w_hr_t, h_full, gates, out, gate_options) -> None:
     """As :func:`_kernels.run_steps` (forward direction), for small batches
     with large recurrent weights: each step's recurrent product (and
     projection) is one NumPy BLAS call, threaded by BLAS, so every core
@@ -135,7 +136,7 @@ def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h,
         row = int(step_offsets[t])
         np.matmul(h[:n_rows], w_hh_t, out=gates[:n_rows])
         _kernels.gates_from_product(gates, gx, row - gx_row0, n_rows, c, h_full, not has_proj,
-                                    out, row)
+                                    out, row, gate_options)
         if has_proj:
             np.matmul(h_full[:n_rows], w_hr_t, out=h[:n_rows])
             out[row:row + n_rows, :width] = h[:n_rows]
@@ -159,7 +160,7 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x
             t_hi = np.array([b for _, b in spans], dtype=np.int64)
             _kernels.run_window_both_directions(
                 *x_rows, layer.w_ih_panels, layer.bias, gx, t_lo, t_hi, batch_sizes,
-                step_offsets, h, c, w_hh, w_hr, h_full, out, x_range)
+                step_offsets, h, c, w_hh, w_hr, h_full, out, x_range, layer.gate_options)
 
 
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
@@ -243,7 +244,8 @@ def projects_in_parallel(rows: int, input_size: int, hidden: int, threads: int) 
     return threads > 1 and rows * input_size * 4 * hidden >= PARALLEL_PROJECTION_MIN_MACS
 
 
-def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range) -> None:
+def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range,
+                        allow_blas=True) -> None:
     """One direction, window by window: the window's input projection, then
     its steps, by the loop :func:`plan_unidirectional` picks. Only one thread
     pool runs: BLAS for both products, or Numba kernels for both."""
@@ -256,7 +258,7 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, 
     threads = get_num_threads()
     has_proj = h.shape[2] != hidden
     kind, parts = plan_unidirectional(max_batch, n_steps, hidden, h.shape[2] if has_proj else 0,
-                                      layer.w_hh_t is not None, out.dtype, threads,
+                                      allow_blas and layer.w_hh_t is not None, out.dtype, threads,
                                       formats.weight_itemsize(layer.w_hh_panels))
     use_blas = kind == "blas"
     gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
@@ -267,6 +269,7 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, 
     parallel = not use_blas and (parts > 1 or parallel_projection)
     step_rows = max_batch // parts if kind == "row_groups" else max_batch
     w_ih = formats.direction(layer.w_ih_panels, 0)
+    gate_options = for_direction(layer.gate_options, 0)
     w_hh, w_hr = (formats.for_rows(formats.direction(w, 0), step_rows)
                   for w in (layer.w_hh_panels, layer.w_hr_panels))
     with parallel_section() if parallel else contextlib.nullcontext():
@@ -277,7 +280,8 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, 
                 np.matmul(x_rows, layer.w_ih_t[0], out=gx[:r1 - r0])
                 gx[:r1 - r0] += layer.bias[0]
                 _run_steps_blas(gx, r0, t0, t1, batch_sizes, step_offsets, h[0], c[0],
-                                layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out)
+                                layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out,
+                                gate_options)
                 continue
             # The weight panels hold 4 column blocks: the gates.
             if parallel_projection:
@@ -290,29 +294,34 @@ def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, 
                 done = aligned_zeros(phases * 8, np.int64)
                 _kernels.run_steps_split_units(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
                                                c[0], w_hh, w_hr, h_full[0], h_steps, claims, done,
-                                               out, parts)
+                                               out, parts, gate_options)
             elif kind == "row_groups":
                 row_bounds = plan_row_groups(batch_sizes, t0, t1, h.shape[1], parts)
                 _kernels.run_steps_row_groups(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
-                                              c[0], w_hh, w_hr, h_full[0], out, row_bounds)
+                                              c[0], w_hh, w_hr, h_full[0], out, row_bounds,
+                                              gate_options)
             else:
                 _kernels.run_steps(gx, r0, t0, t1, False, batch_sizes, step_offsets, h[0], c[0],
-                                   w_hh, w_hr, h_full[0], out, 0)
+                                   w_hh, w_hr, h_full[0], out, 0, gate_options)
 
 
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
-               out: np.ndarray) -> None:
+               out: np.ndarray, allow_blas: bool) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
     has_proj = h.shape[2] != c.shape[2]
     h_full = aligned_empty(c.shape, c.dtype) if has_proj else h
-    run = _run_bidirectional if h.shape[0] == 2 else _run_unidirectional
-    run(x, layer, batch_sizes, step_offsets, h, c, h_full, out, formats.input_range(layer, x))
+    x_range = formats.input_range(layer, x)
+    if h.shape[0] == 2:
+        _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range)
+    else:
+        _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range,
+                            allow_blas)
 
 
 def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeights],
                  h0: np.ndarray, c0: np.ndarray, dropout: float = 0.0,
-                 rng: Optional[np.random.Generator] = None
+                 rng: Optional[np.random.Generator] = None, allow_blas: bool = True
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a stacked (bi)LSTM over packed rows.
 
@@ -326,6 +335,9 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
         initial state in packed (sorted) batch order; not modified
     dropout : probability of zeroing a layer's output before the next layer
         (only when ``rng`` is given, i.e. in training mode)
+    allow_blas : False keeps every product on nblstm's kernels (streams: a
+        chunk then computes exactly what one call on the whole sequence
+        computes on them)
 
     Returns
     -------
@@ -352,5 +364,6 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
                 keep = rng.random(layer_input.shape) >= dropout
                 layer_input = (layer_input * (keep * scale)).astype(h0.dtype, copy=False)
         states = slice(index * n_dirs, (index + 1) * n_dirs)
-        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out)
+        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out,
+                   allow_blas)
     return out, h_n, c_n

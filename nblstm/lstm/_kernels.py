@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from .._codegen import atomic_add, atomic_load, prefer_vector_width, spin_pause
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
-from ._activations import sigmoid, tanh
+from ._gate_options import for_direction, update_units
 from .formats import bfloat16 as _bfloat16_format  # noqa: F401 (overloads)
 from .formats import float as _float_format, int8 as _int8_format  # noqa: F401 (overloads)
 from .formats._dispatch import direction, new_scratch, panel_count, panel_product, prepare_rows
@@ -116,24 +116,12 @@ def project(x, w_ih_panels, bias, gx, n_blocks, n_threads, x_range):
 
 
 @njit(**JIT_OPTIONS)
-def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi):
+def cell_update_row(gates, c, h_full, r, unit_lo, unit_hi, gate_options):
     """Fused gates of row ``r``, hidden units ``[unit_lo, unit_hi)``:
-    ``c = f*c + i*g``, ``h_full = o*tanh(c)``.
-
-    Column indices are unsigned so that no negative-index wraparound is
-    emitted and the loop vectorises with contiguous loads.
-    """
+    ``c = f*c + i*g``, ``h_full = o*tanh(c)``; ``gate_options``: None, or
+    one direction's ONNX options (see ``_gate_options``)."""
     prefer_vector_width()
-    hidden = np.uint64(c.shape[1])
-    for j_signed in range(unit_lo, unit_hi):
-        j = np.uint64(j_signed)
-        i = sigmoid(gates[r, j])
-        f = sigmoid(gates[r, hidden + j])
-        g = tanh(gates[r, np.uint64(2) * hidden + j])
-        o = sigmoid(gates[r, np.uint64(3) * hidden + j])
-        c_new = f * c[r, j] + i * g
-        c[r, j] = c_new
-        h_full[r, j] = o * tanh(c_new)
+    update_units(gate_options, gates, c, h_full, r, unit_lo, unit_hi)
 
 
 @njit(**JIT_OPTIONS)
@@ -149,20 +137,21 @@ def copy_block(src, dst, dst_row, dst_col, row_lo, row_hi, col_lo, col_hi):
 
 @njit(**JIT_OPTIONS)
 def lstm_step(gates, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, out_row, out_col,
-              scratch):
+              scratch, gate_options):
     """One time step of one direction over its ``n_rows`` active rows.
 
     ``gates`` holds the step's input projection (n_rows, 4H) and receives
     the recurrent product in place. Without projection the caller passes
     ``h`` itself as ``h_full``: the recurrent product has read all of ``h``
-    before the gates overwrite it. ``scratch``: see :func:`step_scratch`.
+    before the gates overwrite it. ``scratch``: see :func:`step_scratch`;
+    ``gate_options``: see :func:`cell_update_row`.
     """
     prefer_vector_width()
     hidden = c.shape[1]
     matmul_accumulate(h, w_hh_panels, gates, n_rows, n_rows >= TALL_MIN_ROWS,
                       gates.shape[1] // hidden, scratch)
     for r in range(n_rows):
-        cell_update_row(gates, c, h_full, r, np.int64(0), hidden)
+        cell_update_row(gates, c, h_full, r, np.int64(0), hidden, gate_options)
     if panel_count(w_hr_panels) > 0:
         h[:n_rows] = 0.0
         matmul_accumulate(h_full, w_hr_panels, h, n_rows, n_rows >= TALL_MIN_ROWS,
@@ -181,7 +170,7 @@ def step_scratch(w_hh_panels, h, c):
 
 @njit(**JIT_OPTIONS)
 def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
-              h, c, w_hh_panels, w_hr_panels, h_full, out, out_col):
+              h, c, w_hh_panels, w_hr_panels, h_full, out, out_col, gate_options):
     """Run steps ``[step_lo, step_hi)`` of one direction, serially.
 
     ``gx`` holds the projected input of packed rows starting at ``gx_row0``.
@@ -197,20 +186,21 @@ def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
         row = step_offsets[t]
         lo = row - gx_row0
         lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, row,
-                  out_col, scratch)
+                  out_col, scratch, gate_options)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step_lo, step_hi,
                                batch_sizes, step_offsets, h, c, w_hh_panels, w_hr_panels,
-                               h_full, out, x_range):
+                               h_full, out, x_range, gate_options):
     """A window of both directions of a bidirectional layer at once, one
     thread per direction: each projects its window's input rows (``x_forward``
     or ``x_reverse``, packed rows starting at ``step_offsets[step_lo[d]]``)
     and runs its steps. ``x_range``: see :func:`project_rows`.
 
     Arrays with a leading axis of 2 hold direction 0 (forward) and 1
-    (reverse); ``step_lo``, ``step_hi`` are int64 arrays of 2. The
+    (reverse); ``step_lo``, ``step_hi`` are int64 arrays of 2, and
+    ``gate_options`` is the layer's (None, or both directions'). The
     directions are independent, so they need no synchronisation, and the
     projection needs no other thread pool (a BLAS pool would leave its
     threads spinning on the cores the recurrence needs).
@@ -223,7 +213,8 @@ def run_window_both_directions(x_forward, x_reverse, w_ih_panels, bias, gx, step
                      gx.shape[2] // c.shape[2], x_range)
         run_steps(gx[d], step_offsets[step_lo[d]], step_lo[d], step_hi[d], d == 1, batch_sizes,
                   step_offsets, h[d], c[d], direction(w_hh_panels, d),
-                  direction(w_hr_panels, d), h_full[d], out, d * out_width)
+                  direction(w_hr_panels, d), h_full[d], out, d * out_width,
+                  for_direction(gate_options, d))
 
 
 @njit(**JIT_OPTIONS)
@@ -253,7 +244,8 @@ def _wait_phase(done, phase, n_parts):
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c,
-                          w_hh_panels, w_hr_panels, h_full, h_steps, claims, done, out, n_parts):
+                          w_hh_panels, w_hr_panels, h_full, h_steps, claims, done, out, n_parts,
+                          gate_options):
     """As :func:`run_steps` (forward), with each step's hidden units split
     into ``n_parts`` parts that threads compute at once: for a batch too
     small to split by rows, each thread streams only its part of the
@@ -316,7 +308,7 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
                 u1 = min(hidden, b1 * width)
                 cell_out = h_full if has_proj else h_next
                 for r in range(n_rows):
-                    cell_update_row(gates, c, cell_out, r, u0, u1)
+                    cell_update_row(gates, c, cell_out, r, u0, u1, gate_options)
                 if not has_proj:
                     copy_block(h_next, out, row, zero, zero, n_rows, u0, u1)
                     copy_block(h_next, h, zero, zero, n_next, n_rows, u0, u1)
@@ -345,7 +337,7 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
 
 
 @njit(**JIT_OPTIONS)
-def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row):
+def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, gate_options):
     """The rest of a step whose recurrent product ``gates[:n_rows] = h @ w_hh_t``
     was computed by BLAS: add the projected input and update the cell.
     With ``emit`` (no projection: ``h_full`` is ``h``) also write the output
@@ -362,14 +354,14 @@ def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row):
     for r in range(n_rows):
         for j in range(n_cols):
             gates[r, j] += gx[gx_lo + r, j]
-        cell_update_row(gates, c, h_full, r, zero, hidden)
+        cell_update_row(gates, c, h_full, r, zero, hidden, gate_options)
         if emit:
             copy_block(h_full, out, out_row, zero, r, r + 1, zero, h_full.shape[1])
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets,
-                         h, c, w_hh_panels, w_hr_panels, h_full, out, row_bounds):
+                         h, c, w_hh_panels, w_hr_panels, h_full, out, row_bounds, gate_options):
     """As :func:`run_steps` for a single (forward) direction, with the batch
     split into row groups ``[row_bounds[q], row_bounds[q + 1])`` that run in
     parallel, each through all the window's steps.
@@ -391,4 +383,34 @@ def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offset
                 row = step_offsets[t] + lo
                 g0 = row - gx_row0
                 lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_panels, w_hr_panels,
-                          h_full[lo:hi], out, row, 0, scratch)
+                          h_full[lo:hi], out, row, 0, scratch, gate_options)
+
+
+@njit(**JIT_OPTIONS)
+def run_chunk(x, w_ih_panels, bias, w_hh_panels, w_hr_panels, h0, c0, h, c, h_full, gx, out,
+              x_range, gate_options):
+    """Whole steps of one (forward) direction in which every row is active,
+    serially, in one call: the stepping path (``LSTMCell`` calls, streams,
+    short calls) where the per-call cost is what counts.
+
+    ``x`` (T * B, I) holds T steps of B rows, time-major; ``h0``/``c0`` (B, P)
+    and (B, H) are copied into ``h``/``c`` (they may be the same arrays),
+    which then hold the final state; ``out`` (T * B, P) receives every step's
+    ``h``; ``gx`` (at least T * B, 4H) and ``h_full`` (B, H; ``h`` itself
+    without projection) are scratch. The arithmetic is :func:`project_rows`
+    then :func:`run_steps`', so results equal those of the driver's serial
+    loop bitwise.
+    """
+    prefer_vector_width()
+    batch = h.shape[0]
+    n_rows = x.shape[0]
+    for r in range(batch):
+        for p in range(h.shape[1]):
+            h[r, p] = h0[r, p]
+        for j in range(c.shape[1]):
+            c[r, j] = c0[r, j]
+    project_rows(x, w_ih_panels, bias, gx[:n_rows], gx.shape[1] // c.shape[1], x_range)
+    scratch = step_scratch(w_hh_panels, h, c)
+    for lo in range(0, n_rows, batch):
+        lstm_step(gx[lo:lo + batch], batch, h, c, w_hh_panels, w_hr_panels, h_full, out, lo,
+                  0, scratch, gate_options)

@@ -42,6 +42,9 @@ class LayerWeights(NamedTuple):
         -- row-major copies for the BLAS path, kept only where it can run (a
         single direction with more than :data:`BLAS_MIN_WEIGHT_BYTES` of
         recurrent weights); ``None`` elsewhere
+    gate_options : ``_gate_options.GateOptions`` of both directions, or None
+        -- ONNX's peepholes, clip and input_forget, for a model loaded from
+        ONNX that uses them
     """
 
     w_ih_panels: np.ndarray
@@ -51,6 +54,7 @@ class LayerWeights(NamedTuple):
     w_ih_t: Optional[np.ndarray]
     w_hh_t: Optional[np.ndarray]
     w_hr_t: Optional[np.ndarray]
+    gate_options: Any = None
 
 
 #: A single-direction layer whose recurrent weights exceed this (about a
