@@ -2,5 +2,6 @@
 
 from .cell import LSTMCell
 from .module import LSTM
+from .stream import Stream
 
-__all__ = ["LSTM", "LSTMCell"]
+__all__ = ["LSTM", "LSTMCell", "Stream"]

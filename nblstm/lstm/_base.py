@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import formats
 from .formats import bfloat16
+from ._gate_options import GateOptions
 from .formats.int8 import MAX_INNER, kernels_of, quantize_weight, weight_from_panels
 from ._weights import (LayerWeights, bfloat16_kernel_layout, checked_bfloat16_parameters,
                        checked_int8_parameters, checked_parameters, int8_kernel_layout,
@@ -19,6 +21,40 @@ from ._weights import (LayerWeights, bfloat16_kernel_layout, checked_bfloat16_pa
 OWN_INT8_SCHEME = (255, False)
 #: torch's dynamic quantisation: one range per product, uint8 reduced to [0, 127].
 TORCH_INT8_SCHEME = (127, True)
+
+
+def stored_format(entries: Mapping[str, Any]) -> str:
+    """The weight format a state dict's weights are stored in: ``"int8"``
+    (int8 with ``<name>_scale``, as an int8 model's ``state_dict()``),
+    ``"bfloat16"`` (uint16 bit patterns or bfloat16 torch tensors),
+    ``"float64"``, or ``"float32"`` (float32, float16 and anything else)."""
+    weights = {k: v for k, v in entries.items()
+               if k.startswith("weight") and not k.endswith("_scale")}
+    name, weight = next(iter(weights.items()))
+    if bfloat16.is_torch_bfloat16(weight):
+        return "bfloat16"
+    dtype = str(getattr(weight, "dtype", "")).replace("torch.", "")
+    if dtype == "int8":
+        missing = [k + "_scale" for k in weights if k + "_scale" not in entries]
+        if missing:
+            raise ValueError(f"int8 weights need their scales, as an int8 model's state_dict() "
+                             f"gives them: {', '.join(repr(k) for k in missing)} missing")
+        return "int8"
+    if dtype in ("uint16", "float64"):
+        return "bfloat16" if dtype == "uint16" else "float64"
+    return "float32"
+
+
+def model_dtype(fmt: str, dtype: Any, owner: str) -> Any:
+    """The float dtype to build a model of weights stored in ``fmt`` with
+    (``dtype`` as the caller gave it, None for the stored one)."""
+    if dtype is None:
+        return np.float64 if fmt == "float64" else np.float32
+    if fmt == "int8" and np.dtype(dtype) != np.float32:
+        raise ValueError(f"{owner}.from_state_dict(): int8 weights make an int8 model with "
+                         f"float32 input and output; got dtype={dtype!r}, pass dtype=None "
+                         f"or np.float32")
+    return dtype
 
 
 class _RecurrentModule:
@@ -41,9 +77,34 @@ class _RecurrentModule:
     _layers: List[LayerWeights]
     _int8_scheme: Optional[Tuple[int, bool]] = None
     _bfloat16: bool = False
+    #: ONNX's gate options of each layer (``_gate_options.GateOptions`` or
+    #: None), for models loaded from ONNX that use them; not in state dicts.
+    _gate_options: Optional[List[Optional[GateOptions]]] = None
+    #: What the stepping path prepared for the last call's shapes (see
+    #: ``_stepping``); reset whenever the weights change.
+    _prepared: Any = None
 
     def _public_name(self, name: str) -> str:
         return name
+
+    def _load_entries(self, entries: Dict[str, Any], fmt: str, dtype: Any):
+        """This float model, or its copy in the stored format ``fmt`` (see
+        :func:`stored_format`; a float ``dtype`` widens bfloat16 weights),
+        holding the parameters ``entries`` (public names, checked strictly)."""
+        model = self
+        if fmt in ("int8", "bfloat16") and (fmt == "int8" or dtype is None):
+            model = self.quantize(fmt)
+        elif fmt == "bfloat16":
+            entries = {k: v.float() if bfloat16.is_torch_bfloat16(v) else
+                       bfloat16.widen(v) if k.startswith("weight") else v
+                       for k, v in entries.items()}
+        try:
+            model.load_state_dict(entries)
+        except ValueError as error:  # say it in from_state_dict's terms (it has no strict=)
+            message = re.sub(r"[;.]? *[Pp]ass strict=False to load only the matching keys\.?",
+                             ".", str(error))
+            raise ValueError(f"{type(self).__name__}.from_state_dict(): {message}") from None
+        return model
 
     def _internal_name(self, name: str) -> str:
         return name
@@ -69,6 +130,8 @@ class _RecurrentModule:
         self._bfloat16 = False
         self._layers = kernel_layout(params, self.num_layers, self.bidirectional,
                                      self.hidden_size, self.proj_size, self.dtype)
+        self._prepared = None
+        self._attach_gate_options()
 
     def _set_int8_parameters(self, params: Dict[str, np.ndarray], scales: Dict[str, np.ndarray],
                              scheme: Tuple[int, bool], kernels: Optional[str] = None) -> None:
@@ -78,9 +141,11 @@ class _RecurrentModule:
         self._layers = int8_kernel_layout(params, scales, self.num_layers, self.bidirectional,
                                           self.hidden_size, self.proj_size, qmax, per_tensor,
                                           kernels)
+        self._prepared = None
         self._keep_biases(params)
         self._int8_scheme = scheme
         self._bfloat16 = False
+        self._attach_gate_options()
 
     def _set_bfloat16_parameters(self, params: Dict[str, np.ndarray],
                                  avx512_bf16: Optional[bool] = None) -> None:
@@ -88,9 +153,27 @@ class _RecurrentModule:
         names; only the biases are kept beside the panels."""
         self._layers = bfloat16_kernel_layout(params, self.num_layers, self.bidirectional,
                                               self.hidden_size, self.proj_size, avx512_bf16)
+        self._prepared = None
         self._keep_biases(params)
         self._int8_scheme = None
         self._bfloat16 = True
+        self._attach_gate_options()
+
+    def _set_gate_options(self, options: List[Optional[GateOptions]]) -> None:
+        """ONNX's gate options of each layer (see ``_gate_options``)."""
+        self._gate_options = None if all(o is None for o in options) else list(options)
+        self._attach_gate_options()
+
+    def _attach_gate_options(self) -> None:
+        """Put the gate options into the layers' kernel layout (rebuilt by
+        every weight change), in the dtype of the layers' state."""
+        if self._gate_options is None:
+            return
+        self._prepared = None
+        self._layers = [layer._replace(gate_options=None if options is None else
+                                       options._replace(peepholes=options.peepholes.astype(
+                                           self.dtype)))
+                        for layer, options in zip(self._layers, self._gate_options)]
 
     def _keep_biases(self, params: Dict[str, np.ndarray]) -> None:
         """``_params``: read-only copies of the biases in the model dtype (the

@@ -7,7 +7,7 @@ argument, the bad value and what to pass instead.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Tuple
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 
@@ -117,3 +117,40 @@ def check_input_features(array: np.ndarray, name: str, input_size: int,
     if array.shape[-1] != input_size:
         raise ValueError(f"{name}.size(-1) must be equal to input_size. Expected "
                          f"{input_size}, got {array.shape[-1]} (shape {array.shape})")
+
+
+def check_out(value: Any, name: str, expected_shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An ``out=`` buffer: a writeable, C-contiguous ndarray of exactly
+    ``expected_shape`` and ``dtype`` (it is written, never converted)."""
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array to write into, got "
+                        f"{type(value).__name__}; allocate it with "
+                        f"np.empty({expected_shape}, np.{dtype.name})")
+    if value.dtype != dtype:
+        raise TypeError(f"{name} must have the module's dtype {dtype}, got {value.dtype}; "
+                        f"allocate it with np.empty({expected_shape}, np.{dtype.name})")
+    if value.shape != expected_shape:
+        raise ValueError(f"Expected {name} of shape {expected_shape}, got {value.shape}")
+    if not value.flags.c_contiguous or not value.flags.writeable:
+        raise ValueError(f"{name} must be C-contiguous and writeable (got "
+                         f"c_contiguous={value.flags.c_contiguous}, "
+                         f"writeable={value.flags.writeable}); use np.empty({expected_shape}, "
+                         f"np.{dtype.name})")
+    return value
+
+
+def check_no_overlap(outputs: Sequence[Tuple[str, np.ndarray]],
+                     inputs: Sequence[Tuple[str, np.ndarray]],
+                     same_ok: Sequence[Tuple[str, str]] = ()) -> None:
+    """No ``out=`` buffer overlaps another or an input, except the pairs in
+    ``same_ok`` (output, input), which may be the very same array."""
+    pairs = [(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1:]]
+    pairs += [(a, b) for a in outputs for b in inputs]
+    for (out_name, out), (other_name, other) in pairs:
+        if (out_name, other_name) in same_ok and out is other:
+            continue
+        if np.may_share_memory(out, other):
+            allowed = [f"{o} may be {i} itself" for o, i in same_ok]
+            raise ValueError(f"{out_name} overlaps {other_name} in memory; out= buffers must "
+                             f"not overlap each other or the inputs"
+                             + (f" ({', '.join(allowed)})" if allowed else ""))

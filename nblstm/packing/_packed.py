@@ -69,3 +69,28 @@ def step_offsets(batch_sizes: np.ndarray) -> np.ndarray:
     offsets = np.zeros(batch_sizes.shape[0] + 1, dtype=np.int64)
     np.cumsum(batch_sizes, out=offsets[1:])
     return offsets
+
+
+def reversed_rows(batch_sizes: np.ndarray) -> np.ndarray:
+    """The packed row of each packed row's mirror in its own sequence.
+
+    Row ``offsets[t] + i`` (step ``t`` of the sequence at sorted position
+    ``i``, of length ``L_i``) maps to ``offsets[L_i - 1 - t] + i``: taking the
+    rows of ``data`` in this order reverses every sequence within its own
+    length, and the batch sizes stay the same. The map is its own inverse.
+
+    Parameters
+    ----------
+    batch_sizes : int64 ndarray, shape (max_length,), non-increasing
+
+    Returns
+    -------
+    ndarray of int64, shape (total_rows,)
+    """
+    batch_sizes = np.asarray(batch_sizes, dtype=np.int64)
+    offsets = step_offsets(batch_sizes)
+    steps = np.repeat(np.arange(batch_sizes.shape[0], dtype=np.int64), batch_sizes)
+    positions = np.arange(offsets[-1], dtype=np.int64) - offsets[steps]
+    # Steps with more than i rows (batch sizes never grow) = length of sequence i.
+    lengths = np.searchsorted(-batch_sizes, -positions, side="left")
+    return offsets[lengths - 1 - steps] + positions
