@@ -22,6 +22,7 @@ Runtime int8 (``DynamicQuantizeLSTM``) and torch qint8, or torch bfloat16, and
 against nblstm float32, on two more cases; each side's max abs error against
 torch float32 is reported (a side is not timed only if it is absurd, > 0.2).
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --cold-start
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench --stepping
 """
 
 from __future__ import annotations
@@ -882,6 +883,9 @@ def parse_args(argv=None):
                         "docs/benchmark_bfloat16.md with --precision, or docs/cold_start.md with --cold-start)")
     p.add_argument("--no-png", action="store_true", help="do not draw the chart")
     p.add_argument("--peers-only", action="store_true", help="do not run nblstm even if it is available")
+    p.add_argument("--stepping", action="store_true",
+                   help="measure the per-call cost of stepping (LSTMCell, Stream) against torch "
+                        "instead (docs/stepping.md)")
     p.add_argument("--cold-start", action="store_true",
                    help="measure import + LSTM(128,128) + one forward in fresh processes instead")
     return p.parse_args(argv)
@@ -894,6 +898,9 @@ def main(argv=None) -> int:
         print(warn, file=sys.stderr)
     if args.cold_start:
         return cold_start(1 if args.quick else 3, args.md or "docs/cold_start.md")
+    if args.stepping:
+        from .stepping import stepping
+        return stepping(args.threads, args.quick, args.md or "docs/stepping.md")
 
     dtype = np.dtype(args.dtype)
     precision = args.precision

@@ -372,6 +372,7 @@ class _RecurrentModule:
         if not isinstance(mode, (bool, np.bool_)):
             raise TypeError(f"train(mode) expects a bool, got {mode!r}")
         self.training = bool(mode)
+        self._prepared = None  # dropout changes which path a call takes
         return self
 
     def eval(self):

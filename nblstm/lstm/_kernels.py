@@ -397,19 +397,20 @@ def run_chunk(x, w_ih_panels, bias, w_hh_panels, w_hr_panels, h0, c0, h, c, h_fu
     and (B, H) are copied into ``h``/``c`` (they may be the same arrays),
     which then hold the final state; ``out`` (T * B, P) receives every step's
     ``h``; ``gx`` (at least T * B, 4H) and ``h_full`` (B, H; ``h`` itself
-    without projection) are scratch. The arithmetic is :func:`project_rows`
-    then :func:`run_steps`', so results equal those of the driver's serial
-    loop bitwise.
+    without projection) are scratch. ``x`` is read (projected) before
+    anything is written, so it may overlap the outputs. The arithmetic is
+    :func:`project_rows` then :func:`run_steps`', so results equal those of
+    the driver's serial loop bitwise.
     """
     prefer_vector_width()
     batch = h.shape[0]
     n_rows = x.shape[0]
+    project_rows(x, w_ih_panels, bias, gx[:n_rows], gx.shape[1] // c.shape[1], x_range)
     for r in range(batch):
         for p in range(h.shape[1]):
             h[r, p] = h0[r, p]
         for j in range(c.shape[1]):
             c[r, j] = c0[r, j]
-    project_rows(x, w_ih_panels, bias, gx[:n_rows], gx.shape[1] // c.shape[1], x_range)
     scratch = step_scratch(w_hh_panels, h, c)
     for lo in range(0, n_rows, batch):
         lstm_step(gx[lo:lo + batch], batch, h, c, w_hh_panels, w_hr_panels, h_full, out, lo,

@@ -38,7 +38,8 @@ def _shape(value: Any) -> Tuple[int, ...]:
 def _lstm_config(state: Mapping[str, Any], prefix: str) -> Any:
     """The configuration of the ``nn.LSTM`` under ``prefix``, or None if the
     keys there are not an LSTM's (a GRU, an RNN, or something else)."""
-    w_ih, w_hh = _shape(state.get(prefix + "weight_ih_l0")), _shape(state.get(prefix + "weight_hh_l0"))
+    w_ih = _shape(state.get(prefix + "weight_ih_l0"))
+    w_hh = _shape(state.get(prefix + "weight_hh_l0"))
     if len(w_ih) != 2 or len(w_hh) != 2 or w_ih[0] % 4 or w_ih[0] != w_hh[0] or w_ih[0] == 0:
         return None
     hidden = w_ih[0] // 4
@@ -93,6 +94,7 @@ def select(state: Any, prefix: Any, cell: bool) -> Tuple[str, LSTMConfig, Dict[s
         several; the message lists the prefixes found.
     """
     owner = "LSTMCell" if cell else "LSTM"
+    first_keys = "weight_ih and weight_hh" if cell else "weight_ih_l0 and weight_hh_l0"
     if not isinstance(state, Mapping):
         raise TypeError(f"{owner}.from_state_dict() expects a mapping of names to arrays "
                         f"(a model's state_dict(), or nblstm.load_state_dict(path)), got "
@@ -107,7 +109,7 @@ def select(state: Any, prefix: Any, cell: bool) -> Tuple[str, LSTMConfig, Dict[s
             prefix = next(iter(found))
         elif not found:
             raise ValueError(f"{owner}.from_state_dict(): the state dict holds no {kind} "
-                             f"(looked for {'weight_ih and weight_hh' if cell else 'weight_ih_l0 and weight_hh_l0'}"
+                             f"(looked for {first_keys}"
                              f" of LSTM shapes among {len(state)} keys)")
         else:
             raise ValueError(f"{owner}.from_state_dict(): the state dict holds several "

@@ -68,6 +68,15 @@ class StepPlan:
             self.layers.append((w_ih, layer.bias[0], w_hh, w_hr,
                                 for_direction(layer.gate_options, 0), per_tensor))
 
+    def run_cell(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, h: np.ndarray,
+                 c: np.ndarray) -> None:
+        """One step of a one-layer model without projection (a cell): as
+        :meth:`run` with ``out`` = ``h``, without its per-layer loop."""
+        w_ih, bias, w_hh, w_hr, gate_options, per_tensor = self.layers[0]
+        x_range = np.array([x.min(), x.max()], np.float32) if per_tensor else _NO_RANGE
+        _kernels.run_chunk(x, w_ih, bias, w_hh, w_hr, h0, c0, h, c, h,
+                           np.empty(self.gx_shape, self.dtype), h, x_range, gate_options)
+
     def run(self, x: np.ndarray, h0: List[np.ndarray], c0: List[np.ndarray],
             h: List[np.ndarray], c: List[np.ndarray], out: np.ndarray) -> None:
         """One chunk: ``x`` (rows, I) time-major rows; per layer ``h0[k]``

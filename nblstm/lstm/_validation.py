@@ -119,7 +119,8 @@ def check_input_features(array: np.ndarray, name: str, input_size: int,
                          f"{input_size}, got {array.shape[-1]} (shape {array.shape})")
 
 
-def check_out(value: Any, name: str, expected_shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def check_out(value: Any, name: str, expected_shape: Tuple[int, ...],
+              dtype: np.dtype) -> np.ndarray:
     """An ``out=`` buffer: a writeable, C-contiguous ndarray of exactly
     ``expected_shape`` and ``dtype`` (it is written, never converted)."""
     if not isinstance(value, np.ndarray):

@@ -326,8 +326,8 @@ class LSTM(_RecurrentModule):
         out : (output, (h_n, c_n)), optional
             Arrays to write the results into and return, shaped as the
             results (the module's dtype, C-contiguous, writeable; padded
-            input only). ``h_n``/``c_n`` may be ``hx`` itself; no other
-            overlap is allowed.
+            input only). ``h_n``/``c_n`` may be ``hx`` itself, and any may
+            overlap ``input`` (read first); any other overlap is an error.
 
         Returns
         -------
@@ -400,7 +400,7 @@ class LSTM(_RecurrentModule):
         names = ["out[0] (output)", "out[1][0] (h_n)", "out[1][1] (c_n)"]
         targets = [check.check_out(value, name, shape, self.dtype)
                    for value, name, shape in zip((out[0], *out[1]), names, shapes)]
-        inputs = [("input", x)]
+        inputs = []
         if isinstance(hx, (tuple, list)) and len(hx) == 2:
             inputs += [("h_0", hx[0]), ("c_0", hx[1])]
         check.check_no_overlap(list(zip(names, targets)),
@@ -413,14 +413,16 @@ class LSTM(_RecurrentModule):
         path (see ``_stepping``), or None where any condition fails."""
         prepared = self._prepared
         if (prepared is None or type(x) is not np.ndarray or x.shape != prepared.x_shape
-                or x.dtype != self.dtype or not x.flags.c_contiguous):
+                or x.dtype != self.dtype or not x.flags.c_contiguous
+                or self.batch_first is not prepared.batch_first):
             return None
         dtype = self.dtype
         if hx is None:
             h0, c0 = prepared.zeros
         elif type(hx) is tuple and len(hx) == 2:
             h0, c0 = hx
-            if not (_is_array(h0, prepared.h_shape, dtype) and _is_array(c0, prepared.c_shape, dtype)):
+            if not (_is_array(h0, prepared.h_shape, dtype)
+                    and _is_array(c0, prepared.c_shape, dtype)):
                 return None
         else:
             return None
@@ -433,9 +435,6 @@ class LSTM(_RecurrentModule):
                     and _is_array(h_n, prepared.h_shape, dtype)
                     and _is_array(c_n, prepared.c_shape, dtype) and output.flags.writeable
                     and h_n.flags.writeable and c_n.flags.writeable):
-                return None
-            if (np.may_share_memory(x, output) or np.may_share_memory(x, h_n)
-                    or np.may_share_memory(x, c_n)):
                 return None
             # Buffers seen together before were checked then (a decoding loop
             # passes the same ones every call).
@@ -555,6 +554,7 @@ class _Prepared:
                  plan: StepPlan) -> None:
         layers, hidden, width = lstm.num_layers, lstm.hidden_size, lstm.output_size
         self.x_shape = x_shape
+        self.batch_first = lstm.batch_first  # a public attribute: callers may change it
         self.plan = plan
         self.rows_shape = (steps * batch, lstm.input_size)
         self.out_rows = (steps * batch, width)

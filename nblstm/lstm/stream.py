@@ -42,10 +42,10 @@ class Stream:
     -----
     A stream follows the model's weights as they are at each call. It is not
     thread-safe: give each thread its own stream (streams of one model may
-    run at once). Two threads calling one stream at the same time each run
-    their chunk from the state as they found it and both write the state
-    back, so the result is one of the two chunks' ends and the other chunk's
-    steps are lost; nothing crashes.
+    run at once, as calls of the model may). Two threads calling one stream
+    at the same time update its one state together, without a lock: each
+    gets an output, but the outputs and the state after are unspecified (a
+    mix of both chunks' steps). Nothing crashes; :meth:`reset` starts over.
     """
 
     def __init__(self, lstm: Any, batch_size: int = 1, hx: Optional[State] = None) -> None:
@@ -64,6 +64,10 @@ class Stream:
         self._h = [np.zeros((batch, lstm.output_size), lstm.dtype) for _ in range(layers)]
         self._c = [np.zeros((batch, lstm.hidden_size), lstm.dtype) for _ in range(layers)]
         self._plans: Dict[int, Optional[StepPlan]] = {}
+        #: (chunk shape, batch_first) -> (rows shape, output shape, output rows
+        #: shape, plan) of the chunks that run on a step plan without a
+        #: transposition.
+        self._fast: Dict[Any, Any] = {}
         self._layers = lstm._layers
         if hx is not None:
             self.reset(hx)
@@ -111,7 +115,17 @@ class Stream:
         """
         lstm = self._lstm
         x = chunk
-        if not (type(x) is np.ndarray and x.dtype == lstm.dtype and x.flags.c_contiguous):
+        if type(x) is np.ndarray and x.dtype == lstm.dtype and x.flags.c_contiguous:
+            # A chunk shaped as an earlier one, already time-major rows: no
+            # checks or planning left to do (see _fast).
+            fast = self._fast.get((x.shape, lstm.batch_first))
+            if fast is not None and lstm._layers is self._layers and not lstm.training:
+                rows_shape, out_shape, out_rows, plan = fast
+                out = np.empty(out_shape, lstm.dtype)
+                plan.run(x.reshape(rows_shape), self._h, self._c, self._h, self._c,
+                         out.reshape(out_rows))
+                return out
+        else:
             x = check.as_float_array(chunk, "chunk", lstm.dtype)
         batch, width = self.batch_size, lstm.output_size
         if x.ndim == 3:
@@ -120,8 +134,9 @@ class Stream:
                                        if lstm.batch_first else "(T, N, H_in)")
             time_major = x.transpose(1, 0, 2) if lstm.batch_first else x
             if time_major.shape[1] != batch:
+                layout = "(N, T, H_in)" if lstm.batch_first else "(T, N, H_in)"
                 raise ValueError(f"chunk must hold batch_size = {batch} sequences, got shape "
-                                 f"{x.shape} ({'(N, T, H_in)' if lstm.batch_first else '(T, N, H_in)'})")
+                                 f"{x.shape} ({layout})")
             steps = time_major.shape[0]
             rows = np.ascontiguousarray(time_major).reshape(steps * batch, lstm.input_size)
         elif (x.ndim == 2 and x.shape == (batch, lstm.input_size)) or (
@@ -135,6 +150,11 @@ class Stream:
         out = np.empty((steps * batch, width), lstm.dtype)
         if steps:
             self._run(rows, steps, out)
+        plan = self._plans.get(steps)
+        if plan is not None and not (lstm.batch_first and x.ndim == 3 and batch > 1):
+            out_shape = (x.shape[:-1] + (width,))
+            self._fast[(x.shape, lstm.batch_first)] = (
+                (steps * batch, lstm.input_size), out_shape, (steps * batch, width), plan)
         if x.ndim < 3:
             return out if x.ndim == 2 else out.reshape(width)
         out = out.reshape(steps, batch, width)
@@ -146,6 +166,7 @@ class Stream:
         lstm = self._lstm
         if lstm._layers is not self._layers:  # new weights: new plans
             self._plans.clear()
+            self._fast.clear()
             self._layers = lstm._layers
         dropout, rng = lstm._dropout_args()
         plan = None
