@@ -164,9 +164,12 @@ def stepping(threads: int, quick: bool, md_path: Optional[str]) -> int:
     results = {}
     for name, group in groups.items():
         print(f"{name} ...", file=sys.stderr, flush=True)
+        # As the grid: a pause before each block lets the threads the previous
+        # side left spinning (torch's OpenMP pool) go idle first.
         results[name] = interleave(group, rounds, block_s, alone_blocks=1 if quick else 3,
                                    budget_s=10.0 if quick else 40.0,
-                                   min_rounds=min(rounds, 5), verbose=False)
+                                   min_rounds=min(rounds, 5), verbose=False,
+                                   gap_s=0.0 if quick else 0.15)
     rows, all_met = [], True
     for name, timings in results.items():
         target = TARGETS[name]
@@ -200,7 +203,8 @@ def stepping(threads: int, quick: bool, md_path: Optional[str]) -> int:
         f"{versions()}.", "",
         f"Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m nblstm_bench "
         f"--stepping{' --quick' if quick else ''}`. Method: one process; each group's calls "
-        f"in blocks of ~{block_s * 1e3:.0f} ms, interleaved in rotating order over up to "
+        f"in blocks of ~{block_s * 1e3:.0f} ms (after a {0 if quick else 150} ms pause and one "
+        f"untimed call), interleaved in rotating order over up to "
         f"{rounds} rounds; per-call medians over rounds, ratios the median of per-round "
         f"ratios. float32; nblstm {nblstm.__version__}.", "",
         "| call | nblstm (us) | torch (us) | torch / nblstm | nblstm / copy | targets |",
