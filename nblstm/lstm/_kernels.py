@@ -415,3 +415,29 @@ def run_chunk(x, w_ih_panels, bias, w_hh_panels, w_hr_panels, h0, c0, h, c, h_fu
     for lo in range(0, n_rows, batch):
         lstm_step(gx[lo:lo + batch], batch, h, c, w_hh_panels, w_hr_panels, h_full, out, lo,
                   0, scratch, gate_options)
+
+
+@njit(**JIT_OPTIONS)
+def run_chunk_layers(x, layers, h0, c0, h, c, h_full, gx, between, out, x_range, has_proj):
+    """:func:`run_chunk` for every layer of a single-direction stack, in one
+    call: a multi-layer stream's frame then pays one dispatch and one
+    unboxing of the shared arrays, not one a layer.
+
+    ``layers`` is a tuple of ``(w_ih_panels, bias, w_hh_panels, w_hr_panels,
+    gate_options)`` per layer, all of one type; ``h0``, ``h`` (L, B, P) and
+    ``c0``, ``c`` (L, B, H) the states (``h0`` may be ``h``); ``h_full`` (B, H)
+    scratch, used with ``has_proj``; ``between`` (rows, P): every layer but the
+    last writes its output there and the next one reads it (a layer reads
+    its input before it writes). ``x_range``: empty (int8 with torch's
+    numerics needs each layer's own range: its callers go layer by layer).
+    """
+    last = len(layers) - 1
+    first = layers[0]
+    run_chunk(x, first[0], first[1], first[2], first[3], h0[0], c0[0], h[0], c[0],
+              h_full if has_proj else h[0], gx, out if last == 0 else between, x_range,
+              first[4])
+    for k in range(1, last + 1):
+        layer = layers[k]
+        run_chunk(between, layer[0], layer[1], layer[2], layer[3], h0[k], c0[k], h[k], c[k],
+                  h_full if has_proj else h[k], gx, out if k == last else between, x_range,
+                  layer[4])

@@ -14,7 +14,7 @@ those of the driver; larger work goes to the driver.
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -67,6 +67,11 @@ class StepPlan:
             per_tensor = isinstance(w_ih, Int8Panels) and w_ih.per_tensor
             self.layers.append((w_ih, layer.bias[0], w_hh, w_hr,
                                 for_direction(layer.gate_options, 0), per_tensor))
+        # Stacks whose layers share one Numba type run in one kernel call.
+        self.fused = None
+        if (len(self.layers) > 1 and not any(l[5] for l in self.layers)
+                and all(l[4] is None for l in self.layers)):
+            self.fused = tuple(l[:5] for l in self.layers)
 
     def run_cell(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, h: np.ndarray,
                  c: np.ndarray) -> None:
@@ -77,15 +82,21 @@ class StepPlan:
         _kernels.run_chunk(x, w_ih, bias, w_hh, w_hr, h0, c0, h, c, h,
                            np.empty(self.gx_shape, self.dtype), h, x_range, gate_options)
 
-    def run(self, x: np.ndarray, h0: List[np.ndarray], c0: List[np.ndarray],
-            h: List[np.ndarray], c: List[np.ndarray], out: np.ndarray) -> None:
-        """One chunk: ``x`` (rows, I) time-major rows; per layer ``h0[k]``
-        (B, P), ``c0[k]`` (B, H) the initial state and ``h[k]``, ``c[k]`` the
-        arrays that receive the final one (may be the same); ``out`` (rows,
-        P) the last layer's output. Arrays are C-contiguous, of the dtype."""
+    def run(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray, h: np.ndarray,
+            c: np.ndarray, out: np.ndarray) -> None:
+        """One chunk: ``x`` (rows, I) time-major rows; ``h0`` (L, B, P), ``c0``
+        (L, B, H) the initial state and ``h``, ``c`` the arrays that receive
+        the final one (may be the same); ``out`` (rows, P) the last layer's
+        output. Arrays are C-contiguous, of the dtype."""
         dtype = self.dtype
         gx = np.empty(self.gx_shape, dtype)
         h_full = None if self.h_full_shape is None else np.empty(self.h_full_shape, dtype)
+        if self.fused is not None:
+            _kernels.run_chunk_layers(x, self.fused, h0, c0, h, c,
+                                      gx if h_full is None else h_full, gx,
+                                      np.empty(self.between_shape, dtype), out, _NO_RANGE,
+                                      h_full is not None)
+            return
         layer_input = x
         last = len(self.layers) - 1
         for k, (w_ih, bias, w_hh, w_hr, gate_options, per_tensor) in enumerate(self.layers):

@@ -61,8 +61,8 @@ class Stream:
         self._lstm = lstm
         self.batch_size = check.check_size(batch_size, "batch_size")
         layers, batch = lstm.num_layers, self.batch_size
-        self._h = [np.zeros((batch, lstm.output_size), lstm.dtype) for _ in range(layers)]
-        self._c = [np.zeros((batch, lstm.hidden_size), lstm.dtype) for _ in range(layers)]
+        self._h = np.zeros((layers, batch, lstm.output_size), lstm.dtype)
+        self._c = np.zeros((layers, batch, lstm.hidden_size), lstm.dtype)
         self._plans: Dict[int, Optional[StepPlan]] = {}
         #: (chunk shape, batch_first) -> (rows shape, output shape, output rows
         #: shape, plan) of the chunks that run on a step plan without a
@@ -76,15 +76,15 @@ class Stream:
     def state(self) -> State:
         """``(h, c)``: copies of the state, ``(num_layers, N, H_out)`` and
         ``(num_layers, N, H)``, as ``lstm(x)`` returns ``(h_n, c_n)``."""
-        return np.stack(self._h), np.stack(self._c)
+        return self._h.copy(), self._c.copy()
 
     def reset(self, hx: Optional[State] = None) -> None:
         """Start a new sequence: from ``hx = (h_0, c_0)`` (shaped as
         :attr:`state`), or zeros."""
         lstm = self._lstm
         if hx is None:
-            for array in self._h + self._c:
-                array.fill(0)
+            self._h.fill(0)
+            self._c.fill(0)
             return
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"hx must be a tuple (h_0, c_0) of two arrays, got "
@@ -94,9 +94,8 @@ class Stream:
                                               lstm.output_size), lstm.dtype, layout)
         c0 = check.check_state(hx[1], "c_0", (lstm.num_layers, self.batch_size,
                                               lstm.hidden_size), lstm.dtype, layout)
-        for k in range(lstm.num_layers):
-            self._h[k][...] = h0[k]
-            self._c[k][...] = c0[k]
+        self._h[...] = h0
+        self._c[...] = c0
 
     def __call__(self, chunk: Any) -> np.ndarray:
         """Run the steps of ``chunk`` and return their output.
@@ -178,12 +177,11 @@ class Stream:
             plan.run(rows, self._h, self._c, self._h, self._c, out)
             return
         batch_sizes = np.full(steps, self.batch_size, dtype=np.int64)
-        result, h_n, c_n = lstm_forward(rows, batch_sizes, lstm._layers, np.stack(self._h),
-                                        np.stack(self._c), dropout, rng, allow_blas=False)
+        result, h_n, c_n = lstm_forward(rows, batch_sizes, lstm._layers, self._h, self._c,
+                                        dropout, rng, allow_blas=False)
         out[...] = result
-        for k in range(lstm.num_layers):
-            self._h[k][...] = h_n[k]
-            self._c[k][...] = c_n[k]
+        self._h[...] = h_n
+        self._c[...] = c_n
 
     def __repr__(self) -> str:
         return f"Stream({self._lstm!r}, batch_size={self.batch_size})"
