@@ -32,6 +32,10 @@ FASTMATH_FLAGS = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 #: Options for serial kernels.
 JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH_FLAGS, error_model="numpy")
+#: Options for scalar code that must round exactly as IEEE arithmetic does
+#: (fbgemm's quantisation parameters: with ``arcp`` a division became a
+#: multiplication by the reciprocal and moved a zero point off a .5 tie).
+EXACT_JIT_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
 
 #: Options for kernels with ``prange`` loops.
 PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)

@@ -41,6 +41,14 @@ def test_choose_qparams_matches_fbgemm_rule(a, b, qmax):
         naive.activation_qparams(lo, hi, 0, qmax)
 
 
+def test_choose_qparams_rounds_exact_ties_to_even():
+    """A zero point exactly at .5 rounds to even, as fbgemm's nearbyint does
+    (found by hypothesis: fast-math once turned the division into a
+    reciprocal multiplication and gave 63 here). torch agrees: 64."""
+    assert int8.choose_qparams(np.float32(-999998.0), np.float32(999998.0), 127) == \
+        naive.activation_qparams(-999998.0, 999998.0, 0, 127) == (np.float32(15748.0), 64)
+
+
 @pytest.mark.parametrize("lo, hi", [(0.0, 0.0), (-1e-9, 1e-9), (0.0, 1e-7), (-3e-6, 0.0),
                                     (-1e38, 3e38), (5.0, 7.0), (-7.0, -5.0)])
 @pytest.mark.parametrize("qmax", [127, 255])

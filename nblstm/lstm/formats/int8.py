@@ -58,7 +58,7 @@ from numba import carray, njit, types
 from numba.extending import overload
 
 from ..._codegen import fused_multiply_add, maximum, minimum, prefer_vector_width
-from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
+from ..._config import EXACT_JIT_OPTIONS, INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
 from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns, tile_schedule
@@ -158,7 +158,7 @@ def quantize_weight(weight: np.ndarray):
 SMALL_SCALE = np.float32(6.1e-5)
 
 
-@njit(**JIT_OPTIONS)
+@njit(**EXACT_JIT_OPTIONS)
 def choose_qparams(lo, hi, qmax):
     """(scale, zero point) of uint8 quantisation [0, qmax] of float32 values
     in [lo, hi]: fbgemm's ``ChooseQuantizationParams``, which torch's dynamic
