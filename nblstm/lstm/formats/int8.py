@@ -198,7 +198,14 @@ def choose_qparams(lo, hi, qmax):
     elif initial > qmax:
         zero = qmax
     else:
-        zero = int(np.rint(initial))
+        # Half to even, spelled out: np.rint follows the FPU's rounding mode,
+        # which this must not depend on (fbgemm's nearbyint runs in the default
+        # mode); a CI run gave 63 for an exact 63.5 in a process where a
+        # fresh one gives 64.
+        below = np.floor(initial)
+        zero = int(below)
+        if initial - below > 0.5 or (initial - below == 0.5 and zero % 2 == 1):
+            zero += 1
     return np.float32(scale), np.int32(zero)
 
 
