@@ -1,13 +1,10 @@
-"""How many threads nblstm uses, and keeping Numba and BLAS from fighting.
+"""How many threads nblstm uses.
 
 nblstm's kernels run on Numba's thread pool (``prange``), the input
-projection included. Only one case uses BLAS (NumPy's OpenBLAS) instead: a
-single direction with over 1 MiB of recurrent weights at a batch under 8 rows
-where splitting its hidden units over the threads does not pay (a short
-sequence, or one row through a projection; see
-``lstm._driver.plan_unidirectional``); such a layer then runs all its products
-on BLAS. So within a layer one pool runs at a time, and no BLAS
-worker is left spinning on the cores a Numba kernel needs next.
+projection included; no product runs on BLAS, so results are bitwise the
+same for any thread count (see ``lstm._driver``). ``set_num_threads`` also
+limits the BLAS libraries loaded in the process (with threadpoolctl), for
+the NumPy code around the model.
 """
 
 from __future__ import annotations

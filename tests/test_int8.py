@@ -391,8 +391,8 @@ def test_small_products_of_amx_weights_run_on_their_vnni_twin():
 
 def test_float_model_holds_its_weights_once():
     """A float model keeps panels and biases only (state_dict() rebuilds the
-    weights): at most 1.15x its parameter bytes where no layer may run on
-    BLAS (those also keep row-major copies, see _weights.BLAS_MIN_WEIGHT_BYTES)."""
+    weights): at most 1.15x its parameter bytes, a layer with large
+    recurrent weights included."""
     model = nblstm.LSTM(256, 256, num_layers=2, bidirectional=True, seed=0)
     parameter_bytes = sum(v.nbytes for v in model.state_dict().values())
     assert _held_bytes(model) <= 1.15 * parameter_bytes

@@ -8,7 +8,6 @@ import naive_lstm as naive
 from lstm_helpers import ragged_batch_sizes
 from nblstm._memory import CACHE_LINE_BYTES, aligned_copy, aligned_empty, aligned_zeros
 from nblstm.lstm import _kernels
-from nblstm.lstm._driver import _run_steps_blas
 from nblstm.lstm._gate_options import for_direction, layer_options
 from nblstm.lstm._activations import sigmoid, tanh
 from nblstm.lstm._kernels import tile_columns
@@ -168,112 +167,136 @@ def _gate_options(rng, with_options, n_dirs, hidden, dtype):
     return layer_options(peepholes, clip, bool(rng.integers(0, 2)), n_dirs, hidden, dtype)
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(0, 7), min_size=1, max_size=11), st.integers(1, 6), st.integers(0, 4),
-       st.booleans(), dtypes, st.booleans(), st.integers(0, 2**32 - 1))
-def test_run_steps_both_directions_and_blas_match_serial_twin(lengths, hidden, proj, reverse,
-                                                             dtype, with_options, seed):
-    """The serial, two-direction (which also projects the input), row-group
-    and BLAS (these two forward only) step loops all equal the NumPy twin,
-    with and without ONNX's gate options."""
-    proj = proj if proj < hidden else 0
-    rng = np.random.default_rng(seed)
-    layer = _gate_options(rng, with_options, 2, hidden, dtype)
-    d = 1 if reverse else 0
-    options = for_direction(layer, d)
-    lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
-    batch = len(lengths)
-    out_width = proj or hidden
-    n_inputs = int(rng.integers(1, 6))
-    x = _rand(rng, (rows, n_inputs), dtype)
-    w_ih_t = _rand(rng, (n_inputs, 4 * hidden), dtype, 0.5)
-    bias = _rand(rng, (4 * hidden,), dtype)
-    gx = x @ w_ih_t + bias
-    h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
-    w_hh_panels, w_hr_panels = column_panels(w_hh_t, blocks=4), column_panels(w_hr_t)
-
-    def run(kind):
-        hh, cc, g = h.copy(), c.copy(), gx.copy()
-        h_full = np.empty_like(cc) if proj else hh
-        out = np.zeros((rows, 2 * out_width), dtype)
-        col = out_width if reverse else 0
-        if kind == "naive":
-            naive.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc, w_hh_t,
-                            w_hr_t, h_full, out, col, options)
-        elif kind == "serial":
-            _kernels.run_steps(g, 0, 0, n_steps, reverse, batch_sizes, offsets, hh, cc,
-                               w_hh_panels, w_hr_panels, h_full, out, col, options)
-        elif kind == "groups":  # any row bounds, not only the driver's whole tiles
-            row_bounds = np.unique(np.concatenate(([0, batch], rng.integers(0, batch + 1, 2))))
-            _kernels.run_steps_row_groups(g, 0, 0, n_steps, batch_sizes, offsets, hh, cc,
-                                          w_hh_panels, w_hr_panels, h_full, out, row_bounds,
-                                          options)
-        elif kind == "blas":
-            gates = np.empty((batch, 4 * hidden), dtype)
-            _run_steps_blas(g, 0, 0, n_steps, batch_sizes, offsets, hh, cc, w_hh_t, w_hr_t,
-                            h_full, gates, out, options)
-        else:  # both directions kernel, our direction in slot 0 or 1, projecting x itself
-            stack = lambda a: np.ascontiguousarray(np.stack([a, a]))  # noqa: E731
-            hh2, cc2 = stack(hh), stack(cc)
-            hf2 = stack(h_full) if proj else hh2
-            n = np.int64
-            _kernels.run_window_both_directions(
-                x, x, column_panels(stack(w_ih_t), blocks=4), stack(bias),
-                np.empty((2,) + gx.shape, dtype),
-                np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
-                hh2, cc2, stack(w_hh_panels), stack(w_hr_panels), hf2, out, NO_RANGE, layer)
-            hh, cc = hh2[d], cc2[d]
-            out[:, out_width - col:2 * out_width - col] = 0  # the other direction's columns
-        return hh, cc, out
-
-    want = run("naive")
-    # Row groups and BLAS only serve single-direction (forward) layers.
-    for kind in ("serial", "both") + (() if reverse else ("groups", "blas")):
-        got = run(kind)
-        for g_arr, w_arr in zip(got, want):
-            np.testing.assert_allclose(g_arr, w_arr, rtol=0,
-                                       atol=TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths))
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.lists(st.integers(0, 9), min_size=1, max_size=7), st.integers(1, 2 * 64 + 17),
-       st.integers(0, 70), st.integers(1, 3), dtypes, st.integers(1, 2), st.booleans(),
-       st.integers(0, 2**32 - 1))
-def test_split_units_matches_serial_twin(lengths, hidden, proj, parts, dtype, threads,
-                                         with_options, seed):
-    """The split-units step loop equals the NumPy twin, with the threads it
-    asks for or alone (one thread then claims every part: nothing waits),
-    for any hidden size (a last partial panel per gate), with or without a
-    projection (a second phase a step, split over its output columns)."""
+def _partitioned(gx, batch_sizes, offsets, h, c, w_hh_t, w_hr_t, out, options,
+                 row_bounds, parts, threads):
+    """``run_steps_partitioned`` on both directions of one window, each
+    direction's state, weights and projected input as given for it (arrays
+    with a leading axis of 2; ``gx`` (2, rows, 4H)), like the driver does."""
     import numba
 
-    proj = proj if proj < hidden else 0
-    out_width = proj or hidden
-    blocks = min(parts, -(-hidden // tile_columns(dtype)))
-    rng = np.random.default_rng(seed)
-    lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
-    batch = len(lengths)
-    gx = _rand(rng, (rows, 4 * hidden), dtype)
-    h, c, w_hh_t, w_hr_t = _step_case(rng, batch, hidden, proj, dtype)
-    options = for_direction(_gate_options(rng, with_options, 1, hidden, dtype), 0)
-    hh, cc, out = h.copy(), c.copy(), np.zeros((rows, out_width), dtype)
-    naive.run_steps(gx.copy(), 0, 0, n_steps, False, batch_sizes, offsets, hh, cc, w_hh_t,
-                    w_hr_t, np.empty_like(cc) if proj else hh, out, 0, options)
-    got_h, got_c, got_out = h.copy(), c.copy(), np.zeros((rows, out_width), dtype)
+    proj = w_hr_t.shape[-1]
+    n_steps = batch_sizes.shape[0]
     phases = n_steps * (2 if proj else 1)
+    groups = row_bounds.shape[1] - 1
+    h_full = np.empty_like(c) if proj else h
+    h_steps = np.ascontiguousarray(np.stack([h, h]))
     previous = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        _kernels.run_steps_split_units(
-            gx.copy(), 0, 0, n_steps, batch_sizes, offsets, got_h, got_c,
-            column_panels(w_hh_t, blocks=4), column_panels(w_hr_t), np.empty_like(c),
-            np.empty((2, batch, out_width), dtype), np.zeros(phases * blocks * 8, np.int64),
-            np.zeros(phases * 8, np.int64), got_out, blocks, options)
+        _kernels.run_steps_partitioned(
+            gx, np.zeros(2, np.int64), np.zeros(2, np.int64), np.full(2, n_steps, np.int64),
+            batch_sizes, offsets, h, c, column_panels(w_hh_t, blocks=4), column_panels(w_hr_t),
+            h_full, h_steps, np.zeros(2 * groups * phases * parts * 8, np.int64),
+            np.zeros(2 * groups * phases * 8, np.int64), out, row_bounds, parts, options)
     finally:
         numba.set_num_threads(previous)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=11), st.integers(1, 2 * 64 + 17),
+       st.integers(0, 70), dtypes, st.booleans(), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 2), st.integers(0, 2**32 - 1))
+def test_step_loops_match_serial_twin(lengths, hidden, proj, dtype, with_options, groups, parts,
+                                      threads, seed):
+    """Every step loop equals the NumPy twin, forwards and backwards, with
+    and without ONNX's gate options, for any hidden size (a last partial
+    panel per gate) with or without a projection: the serial loop, the
+    two-direction kernel (which also projects the input), and the
+    partitioned one for any row groups (not only the driver's whole tiles,
+    an empty one included) and unit parts (beyond the panels too), with the
+    threads it asks for or alone (one thread then claims every part:
+    nothing waits)."""
+    proj = proj if proj < hidden else 0
+    rng = np.random.default_rng(seed)
+    lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
+    batch = len(lengths)
+    out_width = proj or hidden
+    layer = _gate_options(rng, with_options, 2, hidden, dtype)
+    n_inputs = int(rng.integers(1, 6))
+    x = _rand(rng, (rows, n_inputs), dtype)
+    stack = lambda a: np.ascontiguousarray(np.stack(a))  # noqa: E731
+    w_ih_t = stack([_rand(rng, (n_inputs, 4 * hidden), dtype, 0.5) for _ in range(2)])
+    bias = stack([_rand(rng, (4 * hidden,), dtype) for _ in range(2)])
+    cases = [_step_case(rng, batch, hidden, proj, dtype) for _ in range(2)]
+    h, c, w_hh_t, w_hr_t = (stack([case[i] for case in cases]) for i in range(4))
+    gx = stack([x @ w_ih_t[d] + bias[d] for d in range(2)])
+
+    want_h, want_c = h.copy(), c.copy()
+    want_out = np.zeros((rows, 2 * out_width), dtype)
+    for d in range(2):
+        h_full = np.empty_like(want_c[d]) if proj else want_h[d]
+        naive.run_steps(gx[d].copy(), 0, 0, n_steps, d == 1, batch_sizes, offsets, want_h[d],
+                        want_c[d], w_hh_t[d], w_hr_t[d], h_full, want_out, d * out_width,
+                        for_direction(layer, d))
+
+    def serial():
+        hh, cc, out = h.copy(), c.copy(), np.zeros_like(want_out)
+        for d in range(2):
+            h_full = np.empty_like(cc[d]) if proj else hh[d]
+            _kernels.run_steps(gx[d].copy(), 0, 0, n_steps, d == 1, batch_sizes, offsets, hh[d],
+                               cc[d], column_panels(w_hh_t[d], blocks=4),
+                               column_panels(w_hr_t[d]), h_full, out, d * out_width,
+                               for_direction(layer, d))
+        return hh, cc, out
+
+    def both():
+        hh, cc, out = h.copy(), c.copy(), np.zeros_like(want_out)
+        n = np.int64
+        _kernels.run_window_both_directions(
+            x, x, column_panels(w_ih_t, blocks=4), bias, np.empty(gx.shape, dtype),
+            np.array([0, 0], n), np.array([n_steps, n_steps], n), batch_sizes, offsets,
+            hh, cc, column_panels(w_hh_t, blocks=4), column_panels(w_hr_t),
+            np.empty_like(cc) if proj else hh, out, NO_RANGE, layer)
+        return hh, cc, out
+
+    def partitioned():
+        hh, cc, out = h.copy(), c.copy(), np.zeros_like(want_out)
+        cuts = np.sort(rng.integers(0, batch + 1, (2, groups - 1)), axis=1)
+        row_bounds = np.concatenate([np.zeros((2, 1), np.int64), cuts,
+                                     np.full((2, 1), batch, np.int64)], axis=1)
+        _partitioned(gx.copy(), batch_sizes, offsets, hh, cc, w_hh_t, w_hr_t, out, layer,
+                     row_bounds, parts, threads)
+        return hh, cc, out
+
     tolerance = TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths)
-    for g_arr, w_arr in ((got_h, hh), (got_c, cc), (got_out, out)):
-        np.testing.assert_allclose(g_arr, w_arr, rtol=0, atol=tolerance)
+    for run in (serial, both, partitioned):
+        for got, want in zip(run(), (want_h, want_c, want_out)):
+            np.testing.assert_allclose(got, want, rtol=0, atol=tolerance, err_msg=run.__name__)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=30), st.integers(1, 2 * 64 + 17),
+       st.integers(0, 70), dtypes, st.integers(1, 4), st.integers(1, 3),
+       st.integers(0, 2**32 - 1))
+def test_partitioned_steps_are_bitwise_the_serial_loop(lengths, hidden, proj, dtype, groups,
+                                                       parts, seed):
+    """However the rows and units are cut, every row's sums are the serial
+    loop's: the tiles sum a row alike (a 1-row tile included), so the
+    results are bitwise equal (what makes any thread count give the same
+    bits)."""
+    proj = proj if proj < hidden else 0
+    rng = np.random.default_rng(seed)
+    lengths, batch_sizes, offsets, n_steps, rows = _ragged_steps(lengths)
+    batch = len(lengths)
+    stack = lambda a: np.ascontiguousarray(np.stack(a))  # noqa: E731
+    cases = [_step_case(rng, batch, hidden, proj, dtype) for _ in range(2)]
+    h, c, w_hh_t, w_hr_t = (stack([case[i] for case in cases]) for i in range(4))
+    gx = _rand(rng, (2, rows, 4 * hidden), dtype)
+    out_width = proj or hidden
+    want_h, want_c, want_out = h.copy(), c.copy(), np.zeros((rows, 2 * out_width), dtype)
+    for d in range(2):
+        _kernels.run_steps(gx[d].copy(), 0, 0, n_steps, d == 1, batch_sizes, offsets, want_h[d],
+                           want_c[d], column_panels(w_hh_t[d], blocks=4), column_panels(w_hr_t[d]),
+                           np.empty_like(want_c[d]) if proj else want_h[d], want_out,
+                           d * out_width, None)
+    got_h, got_c, got_out = h.copy(), c.copy(), np.zeros_like(want_out)
+    cuts = np.sort(rng.integers(0, batch + 1, (2, groups - 1)), axis=1)
+    row_bounds = np.concatenate([np.zeros((2, 1), np.int64), cuts,
+                                 np.full((2, 1), batch, np.int64)], axis=1)
+    _partitioned(gx.copy(), batch_sizes, offsets, got_h, got_c, w_hh_t, w_hr_t, got_out,
+                 None, row_bounds, parts, 2)
+    for got, want in ((got_h, want_h), (got_c, want_c), (got_out, want_out)):
+        np.testing.assert_array_equal(got, want)
 
 
 @settings(max_examples=20, deadline=None)

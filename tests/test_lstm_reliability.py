@@ -29,8 +29,7 @@ PAR = dict(input_size=32, hidden_size=64, n=8, length=40)
 # projection, then row groups.
 CHUNKS = dict(input_size=32, hidden_size=64, n=16, length=20)
 # Large recurrent weights (over 2 MiB) at a batch under 8 rows, sequences too
-# short for the split-units kernel (whose threads meet every step): the BLAS
-# path.
+# short for the split-units kernel (whose threads meet every step): serial.
 WIDE = dict(input_size=32, hidden_size=1024, proj_size=256, n=3, length=6)
 # One direction under 8 rows, H a multiple of the tile width: the split-units
 # kernel, whose threads meet once a step.
@@ -671,9 +670,9 @@ def test_reliability_sizes_take_the_paths_they_name():
     """The configurations above exercise the step loops their comments name."""
     from nblstm.lstm._driver import plan_unidirectional, projects_in_parallel
 
-    def plan(cfg, proj=0, blas_ready=False):
+    def plan(cfg, proj=0):
         return plan_unidirectional(cfg["n"], cfg["length"], cfg["hidden_size"], proj,
-                                   blas_ready, np.float32, 2)[0]
+                                   np.float32, 2)[0]
 
     assert plan(BIG) == "row_groups"
     assert plan(PAR) == "row_groups"  # the "groups" size of the eight-threads test
@@ -688,12 +687,10 @@ def test_reliability_sizes_take_the_paths_they_name():
     assert plan(SPLIT, SPLIT["proj_size"]) == "split_units"
     assert plan(dict(n=9, length=40, hidden_size=416)) == "split_units"  # large W_hh
     assert plan(dict(n=64, length=40, hidden_size=416)) == "row_groups"
-    assert plan(WIDE, WIDE["proj_size"], blas_ready=True) == "blas"
-    assert _model(input_size=WIDE["input_size"], hidden_size=WIDE["hidden_size"],
-                  proj_size=WIDE["proj_size"])._layers[0].w_hh_t is not None
+    assert plan(WIDE, WIDE["proj_size"]) == "serial"
     assert plan(dict(n=4, length=40, hidden_size=128)) == "split_units"  # NaN test, "split"
     assert plan(dict(n=1, length=8, hidden_size=256)) == "split_units"  # short, enough work
     assert plan(dict(n=1, length=24, hidden_size=128)) == "serial"
-    assert plan(dict(n=1, length=16, hidden_size=512), blas_ready=True) == "blas"
+    assert plan(dict(n=1, length=16, hidden_size=512)) == "serial"
     assert plan(dict(n=4, length=33, hidden_size=128)) == "split_units"  # huge inputs
     assert plan(dict(n=5, length=40, hidden_size=128), 100) == "split_units"  # NaN, projected

@@ -67,8 +67,7 @@ class _RecurrentModule:
 
     Every model keeps its weights once, as panels (an int8 model with its
     scales), and its biases in ``_params``; ``state_dict()`` rebuilds the
-    weights from the panels. A float layer that may run on BLAS (see
-    ``_weights.BLAS_MIN_WEIGHT_BYTES``) also keeps row-major copies.
+    weights from the panels.
     """
 
     dtype: np.dtype
@@ -123,8 +122,7 @@ class _RecurrentModule:
 
     def _set_parameters(self, params: Dict[str, np.ndarray]) -> None:
         """Float weights and biases (``params``, the model dtype) by internal
-        names; only the biases are kept beside the panels (and the row-major
-        copies of the layers that may run on BLAS, see ``_weights``)."""
+        names; only the biases are kept beside the panels."""
         self._keep_biases(params)
         self._int8_scheme = None
         self._bfloat16 = False

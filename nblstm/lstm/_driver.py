@@ -8,25 +8,33 @@ Per layer and direction the input projection ``x @ w_ih + b`` is computed
 for a window of time steps at a time, so the scratch a forward needs does not
 grow with the sequence length; the kernels then walk the window's steps.
 
-Which kernels run depends only on sizes, never on the layout:
+Which kernels run depends only on sizes and the thread count, never on the
+layout (:func:`plan_layer`), and a row's arithmetic does not depend on the
+plan: every register tile sums a row alike, so any thread count gives
+bitwise the same results.
 
-* bidirectional: one thread per direction, each projecting its own input
-  and running its steps (:func:`_kernels.run_window_both_directions`);
-* one direction: Numba projection, then the steps in row groups on separate
-  threads, or with each step's hidden units split over the threads, or
-  serially; BLAS for both products only for small batches with large
-  recurrent weights where the split does not pay (short sequences, or one
-  row through a projection; see :func:`plan_unidirectional`).
+* a direction's batch is split into row groups on separate threads, and
+  each group's hidden units into parts when threads are left over (or the
+  units alone, for a batch too small to split by rows);
+  :func:`_kernels.run_steps_partitioned` runs every direction's groups and
+  parts at once, after a parallel input projection;
+* a bidirectional layer on fewer than four threads runs its two directions
+  at once, one thread each, each projecting its own input
+  (:func:`_kernels.run_window_both_directions`);
+* otherwise serially.
 
-Mixing Numba and BLAS thread pools within one layer is avoided on purpose:
-OpenBLAS workers keep spinning after a call and take the cores a Numba
-kernel needs next.
+Every product runs on nblstm's own kernels: BLAS's sums depend on how its
+threads split a product (a B=1 layer on OpenBLAS gave other bits at 4
+threads than at 1 or 2), and the one case it served (small batches with
+large recurrent weights on short sequences, 1.1-1.25x faster than the
+split on a quiet machine) collapsed whenever another process held a core.
+
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -52,9 +60,9 @@ ROW_GROUP_MIN_MACS = 4_000_000
 #: threads (which then meet once a step) when the sequence repays waking
 #: them (tens of microseconds): SPLIT_UNITS_MIN_MACS recurrent multiply-adds
 #: per row (steps x 4H x P), over at least SPLIT_UNITS_MIN_STEPS steps or with
-#: W_hh within SPLIT_UNITS_MIN_WEIGHT_BYTES (larger weights stay on BLAS for
-#: short sequences, which it streams faster: B=1 H=512 T=16 0.82x on the
-#: split). Split against serial or BLAS at B=1: T=8 H=256 1.10x, T=16 H=256
+#: W_hh within SPLIT_UNITS_MIN_WEIGHT_BYTES (larger weights on short
+#: sequences run serially: B=1 H=512 T=16 ran 0.82x on the split against
+#: BLAS). Split against serial or BLAS at B=1: T=8 H=256 1.10x, T=16 H=256
 #: 1.27-1.37x, T=12 H=320 2.10x, T=32 H=128 1.05x; T=24 H=128 (1.6M) 0.98x.
 SPLIT_UNITS_MIN_STEPS = 32
 SPLIT_UNITS_MIN_MACS = 2_000_000
@@ -122,26 +130,6 @@ def _window_input(x: np.ndarray, t0: int, t1: int, r0: int, r1: int) -> np.ndarr
     return np.ascontiguousarray(window).reshape(r1 - r0, x.shape[2])
 
 
-def _run_steps_blas(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c, w_hh_t,
-                    w_hr_t, h_full, gates, out, gate_options) -> None:
-    """As :func:`_kernels.run_steps` (forward direction), for small batches
-    with large recurrent weights: each step's recurrent product (and
-    projection) is one NumPy BLAS call, threaded by BLAS, so every core
-    streams part of the weights; the fused gates are a serial kernel. A step
-    costs far more than the Python loop."""
-    has_proj = w_hr_t.shape[0] > 0
-    width = h.shape[1]
-    for t in range(step_lo, step_hi):
-        n_rows = int(batch_sizes[t])
-        row = int(step_offsets[t])
-        np.matmul(h[:n_rows], w_hh_t, out=gates[:n_rows])
-        _kernels.gates_from_product(gates, gx, row - gx_row0, n_rows, c, h_full, not has_proj,
-                                    out, row, gate_options)
-        if has_proj:
-            np.matmul(h_full[:n_rows], w_hr_t, out=h[:n_rows])
-            out[row:row + n_rows, :width] = h[:n_rows]
-
-
 def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range) -> None:
     """Both directions at once, one thread each, window by window: the
     forward direction takes the windows from the start, the reverse one from
@@ -163,9 +151,18 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x
                 step_offsets, h, c, w_hh, w_hr, h_full, out, x_range, layer.gate_options)
 
 
+def _unit_split_pays(n_steps: int, hidden: int, proj_size: int, w_hh_bytes: int) -> bool:
+    """Whether splitting each step's hidden units over threads repays their
+    meeting once a step (see SPLIT_UNITS_MIN_MACS)."""
+    row_macs = n_steps * (proj_size or hidden) * 4 * hidden
+    return row_macs >= SPLIT_UNITS_MIN_MACS and (
+        n_steps >= SPLIT_UNITS_MIN_STEPS or w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
+
+
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
-                        blas_ready: bool, dtype, threads: int,
-                        weight_itemsize: Optional[int] = None) -> Tuple[str, int]:
+                        dtype, threads: int,
+                        weight_itemsize: Optional[int] = None,
+                        rows_independent: bool = True) -> Tuple[str, int]:
     """Which step loop a single-direction layer runs, and on how many parts.
 
     Returns ``(kind, parts)`` with ``kind`` one of
@@ -179,40 +176,88 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
       with a projection, then its output columns) split into ``parts`` of
       whole weight panels (needs H over one panel and a sequence long
       enough, see SPLIT_UNITS_MIN_STEPS);
-    * ``"blas"``: otherwise (or for one row with a projection), if the layer
-      is ``blas_ready`` (has more than BLAS_MIN_WEIGHT_BYTES of recurrent
-      weights, which a single thread would stream alone: B=1, H=1024 ran 2x
-      faster on BLAS than serially);
-    * ``"serial"``.
+    * ``"serial"``: otherwise, and on one thread.
 
     ``weight_itemsize`` is the bytes of a stored weight (default: the
     dtype's; 1 for int8), which decide whether W_hh fits a core's L2 cache.
+    ``rows_independent`` False (int8 weights with torch's per-tensor
+    activation scale, which spans all the rows of a step) rules out row
+    groups.
     """
     width = _kernels.tile_columns(dtype)
-    parts = min(threads, -(-hidden // width))
+    panels = -(-hidden // width)
+    parts = min(threads, panels)
     if weight_itemsize is None:
         weight_itemsize = np.dtype(dtype).itemsize
     w_hh_bytes = (proj_size or hidden) * 4 * hidden * weight_itemsize
-    row_macs = n_steps * (proj_size or hidden) * 4 * hidden
-    long_enough = row_macs >= SPLIT_UNITS_MIN_MACS and (
-        n_steps >= SPLIT_UNITS_MIN_STEPS or w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
-    can_split = parts > 1 and long_enough
-    if max_batch >= ROW_GROUP_MIN_ROWS:
-        if (can_split and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
+    splittable = panels > 1 and _unit_split_pays(n_steps, hidden, proj_size, w_hh_bytes)
+    if max_batch >= ROW_GROUP_MIN_ROWS and rows_independent:
+        if (parts > 1 and splittable and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
                 and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
             return "split_units", parts
         groups = min(threads, max_batch // TILE_ROWS)
+        row_macs = n_steps * (proj_size or hidden) * 4 * hidden
         if groups > 1 and max_batch * row_macs >= ROW_GROUP_MIN_MACS:
             return "row_groups", groups
         return "serial", 1
-    # One row through a projection: BLAS streams the large weights faster
-    # (B=1 H=1024 P=256: BLAS 1.1-1.25x the split; from B=2 the split is level
-    # or faster: B=2 H=640 P=160 1.03x, B=4 H=1024 P=256 1.9x).
-    if can_split and not (proj_size and max_batch == 1 and blas_ready):
+    if splittable and parts > 1:
         return "split_units", parts
-    if blas_ready:
-        return "blas", 1
     return "serial", 1
+
+
+class LayerPlan(NamedTuple):
+    """How a layer runs (:func:`plan_layer`).
+
+    Attributes
+    ----------
+    kind : "serial", "directions" (both directions at once, one
+        thread each) or "partitioned" (:func:`_kernels.run_steps_partitioned`)
+    groups : row groups per direction ("partitioned"; else 1)
+    parts : hidden-unit parts per row group ("partitioned"; else 1)
+    """
+
+    kind: str
+    groups: int
+    parts: int
+
+    def threads_used(self, directions: int) -> int:
+        """Threads the layer's steps run on at once."""
+        if self.kind == "partitioned":
+            return directions * self.groups * self.parts
+        return directions if self.kind == "directions" else 1
+
+
+def plan_layer(max_batch: int, n_steps: int, hidden: int, proj_size: int,
+               dtype, threads: int, weight_itemsize: Optional[int] = None, directions: int = 1,
+               rows_independent: bool = True) -> LayerPlan:
+    """How one layer of ``directions`` (1 or 2) runs on ``threads`` threads.
+
+    Each direction gets ``threads // directions`` threads and is planned as
+    :func:`plan_unidirectional` plans one. Its row groups, or unit parts, then take the threads left
+    over by the other split: a bidirectional layer of 16 rows and H=256 (the
+    speech model) on 16 threads runs 2 directions x 4 row groups x 2 unit
+    parts. A bidirectional layer with one thread per direction, or whose
+    directions are too small to split, runs its directions at once
+    ("directions"), as does one on a single thread (then one after the other).
+    """
+    per_direction = max(1, threads // directions)
+    if directions == 2 and per_direction < 2:
+        return LayerPlan("directions", 1, 1)
+    kind, count = plan_unidirectional(max_batch, n_steps, hidden, proj_size, dtype,
+                                      per_direction, weight_itemsize, rows_independent)
+    if kind == "serial":
+        return LayerPlan("directions" if directions == 2 else kind, 1, 1)
+    spare = per_direction // count
+    panels = -(-hidden // _kernels.tile_columns(dtype))
+    if weight_itemsize is None:
+        weight_itemsize = np.dtype(dtype).itemsize
+    w_hh_bytes = (proj_size or hidden) * 4 * hidden * weight_itemsize
+    if kind == "row_groups":
+        parts = min(spare, panels) if spare > 1 and _unit_split_pays(
+            n_steps, hidden, proj_size, w_hh_bytes) else 1
+        return LayerPlan("partitioned", count, parts)
+    groups = min(spare, max_batch // TILE_ROWS) if rows_independent else 1
+    return LayerPlan("partitioned", max(1, groups), count)
 
 
 def plan_row_groups(batch_sizes: np.ndarray, t0: int, t1: int, batch: int,
@@ -244,84 +289,96 @@ def projects_in_parallel(rows: int, input_size: int, hidden: int, threads: int) 
     return threads > 1 and rows * input_size * 4 * hidden >= PARALLEL_PROJECTION_MIN_MACS
 
 
-def _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range,
-                        allow_blas=True) -> None:
-    """One direction, window by window: the window's input projection, then
-    its steps, by the loop :func:`plan_unidirectional` picks. Only one thread
-    pool runs: BLAS for both products, or Numba kernels for both."""
-    n_steps = batch_sizes.shape[0]
+def _project_window(x_rows, layer, d, gx, threads, x_range) -> None:
+    """``gx[:rows] = x_rows @ w_ih + b`` of direction ``d``, on every thread
+    when the product repays waking them (:func:`projects_in_parallel`)."""
+    w_ih = formats.direction(layer.w_ih_panels, d)
+    if projects_in_parallel(x_rows.shape[0], x_rows.shape[1], gx.shape[1] // 4, threads):
+        _kernels.project(x_rows, w_ih, layer.bias[d], gx, 4, threads, x_range)
+    else:
+        _kernels.project_rows(x_rows, w_ih, layer.bias[d], gx, 4, x_range)
+
+
+def _run_windows(x, layer, plan: LayerPlan, batch_sizes, step_offsets, h, c, h_full, out,
+                 x_range) -> None:
+    """Every direction of a layer, window by window (as
+    :func:`_run_bidirectional` pairs them): the windows' input projections,
+    then their steps, by the loop ``plan`` names ("serial": one direction)."""
+    n_dirs, batch, hidden = c.shape
     max_batch = int(batch_sizes[0])
-    hidden = c.shape[2]
     windows = plan_windows(step_offsets, hidden, out.itemsize)
-    window_rows = _window_rows(step_offsets, windows)
-    gx = aligned_empty((window_rows, 4 * hidden), out.dtype)
+    gx = aligned_empty((n_dirs, _window_rows(step_offsets, windows), 4 * hidden), out.dtype)
     threads = get_num_threads()
     has_proj = h.shape[2] != hidden
-    kind, parts = plan_unidirectional(max_batch, n_steps, hidden, h.shape[2] if has_proj else 0,
-                                      allow_blas and layer.w_hh_t is not None, out.dtype, threads,
-                                      formats.weight_itemsize(layer.w_hh_panels))
-    use_blas = kind == "blas"
-    gates = aligned_empty((max_batch, 4 * hidden), out.dtype) if use_blas else None
-    h_steps = aligned_empty((2,) + h.shape[1:], h.dtype) if kind == "split_units" else None
-    parallel_projection = projects_in_parallel(window_rows, x.shape[-1], hidden, threads)
-    # Numba's thread count is only set (a few microseconds) when a parallel
-    # kernel will run: small serial forwards are dominated by such costs.
-    parallel = not use_blas and (parts > 1 or parallel_projection)
-    step_rows = max_batch // parts if kind == "row_groups" else max_batch
-    w_ih = formats.direction(layer.w_ih_panels, 0)
-    gate_options = for_direction(layer.gate_options, 0)
-    w_hh, w_hr = (formats.for_rows(formats.direction(w, 0), step_rows)
+    partitioned = plan.kind == "partitioned"
+    h_steps = aligned_empty((2,) + h.shape if partitioned and plan.parts > 1
+                            else (2, n_dirs, 0, h.shape[2]), h.dtype)
+    w_hh, w_hr = (formats.for_rows(w, -(-max_batch // plan.groups))
                   for w in (layer.w_hh_panels, layer.w_hr_panels))
+    parallel = partitioned or (plan.kind == "serial" and projects_in_parallel(
+        _window_rows(step_offsets, windows), x.shape[-1], hidden, threads))
     with parallel_section() if parallel else contextlib.nullcontext():
-        for t0, t1 in windows:
-            r0, r1 = int(step_offsets[t0]), int(step_offsets[t1])
-            x_rows = _window_input(x, t0, t1, r0, r1)
-            if use_blas:
-                np.matmul(x_rows, layer.w_ih_t[0], out=gx[:r1 - r0])
-                gx[:r1 - r0] += layer.bias[0]
-                _run_steps_blas(gx, r0, t0, t1, batch_sizes, step_offsets, h[0], c[0],
-                                layer.w_hh_t[0], layer.w_hr_t[0], h_full[0], gates, out,
-                                gate_options)
+        for k, forward_span in enumerate(windows):
+            spans = [forward_span, windows[-1 - k]][:n_dirs]
+            rows = [(int(step_offsets[a]), int(step_offsets[b])) for a, b in spans]
+            t0, t1 = forward_span
+            for d, ((a, b), (r0, r1)) in enumerate(zip(spans, rows)):
+                _project_window(_window_input(x, a, b, r0, r1), layer, d, gx[d], threads,
+                                x_range)
+            if not partitioned:
+                _kernels.run_steps(gx[0], rows[0][0], t0, t1, False, batch_sizes, step_offsets,
+                                   h[0], c[0], formats.direction(w_hh, 0),
+                                   formats.direction(w_hr, 0), h_full[0], out, 0,
+                                   for_direction(layer.gate_options, 0))
                 continue
-            # The weight panels hold 4 column blocks: the gates.
-            if parallel_projection:
-                _kernels.project(x_rows, w_ih, layer.bias[0], gx, 4, threads, x_range)
-            else:
-                _kernels.project_rows(x_rows, w_ih, layer.bias[0], gx, 4, x_range)
-            if kind == "split_units":
-                phases = (t1 - t0) * (2 if has_proj else 1)
-                claims = aligned_zeros(phases * parts * 8, np.int64)
-                done = aligned_zeros(phases * 8, np.int64)
-                _kernels.run_steps_split_units(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
-                                               c[0], w_hh, w_hr, h_full[0], h_steps, claims, done,
-                                               out, parts, gate_options)
-            elif kind == "row_groups":
-                row_bounds = plan_row_groups(batch_sizes, t0, t1, h.shape[1], parts)
-                _kernels.run_steps_row_groups(gx, r0, t0, t1, batch_sizes, step_offsets, h[0],
-                                              c[0], w_hh, w_hr, h_full[0], out, row_bounds,
-                                              gate_options)
-            else:
-                _kernels.run_steps(gx, r0, t0, t1, False, batch_sizes, step_offsets, h[0], c[0],
-                                   w_hh, w_hr, h_full[0], out, 0, gate_options)
+            row_bounds = np.empty((n_dirs, plan.groups + 1), np.int64)
+            for d, (a, b) in enumerate(spans):
+                cuts = plan_row_groups(batch_sizes, a, b, batch, plan.groups)
+                row_bounds[d, :cuts.shape[0]] = cuts
+                row_bounds[d, cuts.shape[0]:] = batch  # fewer groups: empty ones
+            phases = max(b - a for a, b in spans) * (2 if has_proj else 1)
+            claims = aligned_zeros(n_dirs * plan.groups * phases * plan.parts * 8, np.int64)
+            done = aligned_zeros(n_dirs * plan.groups * phases * 8, np.int64)
+            if plan.parts > 1:
+                h_steps[0] = h
+                h_steps[1] = h
+            _kernels.run_steps_partitioned(
+                gx, np.array([r0 for r0, _ in rows], np.int64),
+                np.array([a for a, _ in spans], np.int64), np.array([b for _, b in spans], np.int64),
+                batch_sizes, step_offsets, h, c, w_hh, w_hr, h_full, h_steps, claims, done, out,
+                row_bounds, plan.parts, layer.gate_options)
+
+
+def layer_plan(layer: LayerWeights, batch_sizes: np.ndarray, out_size: int,
+               threads: Optional[int] = None) -> LayerPlan:
+    """:func:`plan_layer` for ``layer`` (output size ``out_size``: P, or H
+    without projection) on these steps (default threads:
+    :func:`get_num_threads`)."""
+    hidden = layer.bias.shape[1] // 4
+    return plan_layer(int(batch_sizes[0]), batch_sizes.shape[0], hidden,
+                      out_size if out_size != hidden else 0, layer.bias.dtype,
+                      get_num_threads() if threads is None else threads,
+                      formats.weight_itemsize(layer.w_hh_panels), layer.bias.shape[0],
+                      not formats.per_tensor(layer.w_hh_panels))
 
 
 def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
                step_offsets: np.ndarray, h: np.ndarray, c: np.ndarray,
-               out: np.ndarray, allow_blas: bool) -> None:
+               out: np.ndarray) -> None:
     """One layer, all its directions; updates ``h``/``c`` (D, B, *) in place."""
     has_proj = h.shape[2] != c.shape[2]
     h_full = aligned_empty(c.shape, c.dtype) if has_proj else h
     x_range = formats.input_range(layer, x)
-    if h.shape[0] == 2:
+    plan = layer_plan(layer, batch_sizes, h.shape[2])
+    if plan.kind == "directions":
         _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range)
     else:
-        _run_unidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range,
-                            allow_blas)
+        _run_windows(x, layer, plan, batch_sizes, step_offsets, h, c, h_full, out, x_range)
 
 
 def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeights],
                  h0: np.ndarray, c0: np.ndarray, dropout: float = 0.0,
-                 rng: Optional[np.random.Generator] = None, allow_blas: bool = True
+                 rng: Optional[np.random.Generator] = None
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run a stacked (bi)LSTM over packed rows.
 
@@ -335,9 +392,6 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
         initial state in packed (sorted) batch order; not modified
     dropout : probability of zeroing a layer's output before the next layer
         (only when ``rng`` is given, i.e. in training mode)
-    allow_blas : False keeps every product on nblstm's kernels (streams: a
-        chunk then computes exactly what one call on the whole sequence
-        computes on them)
 
     Returns
     -------
@@ -364,6 +418,5 @@ def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeigh
                 keep = rng.random(layer_input.shape) >= dropout
                 layer_input = (layer_input * (keep * scale)).astype(h0.dtype, copy=False)
         states = slice(index * n_dirs, (index + 1) * n_dirs)
-        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out,
-                   allow_blas)
+        _run_layer(layer_input, layer, batch_sizes, offsets, h_n[states], c_n[states], out)
     return out, h_n, c_n

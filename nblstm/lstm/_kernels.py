@@ -13,7 +13,7 @@ Conventions (all arrays C-contiguous, one dtype):
 * ``w_hh_panels`` and ``w_hr_panels`` -- the transposed weights ``w_hh_t``
   (P, 4H) and ``w_hr_t`` (H, P) as column panels (see
   :func:`matmul_accumulate`); ``w_hr_panels`` has no panels when there is
-  no projection (then P == H). The BLAS path takes ``w_hh_t`` as it is.
+  no projection (then P == H).
 * ``h_full`` : (batch, H) -- scratch for ``o * tanh(c)`` before projection;
   without projection it is ``h`` itself.
 * ``out`` : (total_rows, D * P) -- the layer output, packed; a direction
@@ -169,6 +169,30 @@ def step_scratch(w_hh_panels, h, c):
 
 
 @njit(**JIT_OPTIONS)
+def run_rows(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets, h, c,
+             w_hh_panels, w_hr_panels, h_full, out, out_col, row_lo, row_hi, scratch,
+             gate_options):
+    """Rows ``[row_lo, row_hi)`` of one direction's batch through steps
+    ``[step_lo, step_hi)``, serially (see :func:`run_steps`; ``h``, ``c`` and
+    ``h_full`` are the whole batch's). At step ``t`` the rows below
+    ``batch_sizes[t]`` are active; sequences never interact, so row ranges
+    run on separate threads without synchronisation."""
+    prefer_vector_width()
+    h_rows = h[row_lo:row_hi]
+    c_rows = c[row_lo:row_hi]
+    h_full_rows = h_full[row_lo:row_hi]
+    for s in range(step_hi - step_lo):
+        t = step_hi - 1 - s if reverse else step_lo + s
+        n_rows = min(batch_sizes[t], row_hi) - row_lo
+        if n_rows <= 0:
+            continue
+        row = step_offsets[t] + row_lo
+        lo = row - gx_row0
+        lstm_step(gx[lo:lo + n_rows], n_rows, h_rows, c_rows, w_hh_panels, w_hr_panels,
+                  h_full_rows, out, row, out_col, scratch, gate_options)
+
+
+@njit(**JIT_OPTIONS)
 def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
               h, c, w_hh_panels, w_hr_panels, h_full, out, out_col, gate_options):
     """Run steps ``[step_lo, step_hi)`` of one direction, serially.
@@ -178,15 +202,10 @@ def run_steps(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets,
     and a sequence's first processed row starts from the initial state still
     held in its row of ``h``/``c``.
     """
-    prefer_vector_width()
     scratch = step_scratch(w_hh_panels, h, c)
-    for s in range(step_hi - step_lo):
-        t = step_hi - 1 - s if reverse else step_lo + s
-        n_rows = batch_sizes[t]
-        row = step_offsets[t]
-        lo = row - gx_row0
-        lstm_step(gx[lo:lo + n_rows], n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, row,
-                  out_col, scratch, gate_options)
+    run_rows(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets, h, c,
+             w_hh_panels, w_hr_panels, h_full, out, out_col, np.int64(0), np.int64(h.shape[0]),
+             scratch, gate_options)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
@@ -242,20 +261,20 @@ def _wait_phase(done, phase, n_parts):
         spin_pause()
 
 
-@njit(**PARALLEL_JIT_OPTIONS)
-def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c,
-                          w_hh_panels, w_hr_panels, h_full, h_steps, claims, done, out, n_parts,
-                          gate_options):
-    """As :func:`run_steps` (forward), with each step's hidden units split
-    into ``n_parts`` parts that threads compute at once: for a batch too
-    small to split by rows, each thread streams only its part of the
-    recurrent weights.
+@njit(**JIT_OPTIONS)
+def _split_rows(q, n_parts, claims, done, gx, gx_row0, step_lo, step_hi, reverse, batch_sizes,
+                step_offsets, h, c, w_hh_panels, w_hr_panels, h_full, h_even, h_odd, out,
+                out_col, row_lo, row_hi, scratch, gate_options):
+    """Part ``q`` of ``n_parts`` of rows ``[row_lo, row_hi)`` of one direction
+    through its steps, each step's hidden units split into parts that
+    threads compute at once: for rows too few to split further, each thread
+    streams only its part of the recurrent weights.
 
     Parts are whole weight panels of every gate (``w_hh_panels`` holds each
     gate on panels of its own, see :func:`matmul_accumulate`), so there are
     at most ``ceil(H / width)`` of them. With a projection a step has a
     second phase, split over the P output columns (panels of ``w_hr_panels``):
-    ``h = h_full @ w_hr``, which needs every unit of ``h_full`` (B, H).
+    ``h = h_full @ w_hr``, which needs every unit of ``h_full``.
 
     A phase's parts need the previous phase complete, so the threads meet
     once a phase, through counters instead of a barrier: ``claims`` (phases
@@ -266,10 +285,13 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     scheduled therefore never blocks the others: whoever runs, alone or not,
     claims and computes every part.
 
-    ``h_steps`` (2, batch, P) holds ``h`` of odd and even steps (without a
-    projection a part of step ``s + 1`` must not overwrite what another part
-    of step ``s`` still reads). ``h`` receives each row's state when its
-    sequence ends or at the window's last step.
+    ``h_even`` and ``h_odd`` (rows, P), the rows' own, hold ``h`` of even
+    and odd steps (without a projection a part of step ``s + 1`` must not
+    overwrite what another part of step ``s`` still reads); both must hold
+    the rows of ``h`` on entry, so a row that starts late (walking
+    backwards, the batch grows) reads its initial state. ``h`` receives each row's state when its sequence ends or
+    at the window's last step. ``h``, ``c`` and ``h_full`` are the whole
+    batch's.
     """
     prefer_vector_width()
     hidden = c.shape[1]
@@ -281,109 +303,119 @@ def run_steps_split_units(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offse
     phases_per_step = 2 if has_proj else 1
     n_steps = step_hi - step_lo
     zero = np.int64(0)
-    h_steps[0, :h.shape[0]] = h
-    for q in prange(n_parts):
-        scratch = step_scratch(w_hh_panels, h, c)
-        for s in range(n_steps):
-            t = step_lo + s
-            n_rows = batch_sizes[t]
-            n_next = batch_sizes[t + 1] if s + 1 < n_steps else 0
-            tall = n_rows >= TALL_MIN_ROWS
-            h_prev = h_steps[s % 2]
-            h_next = h_steps[(s + 1) % 2]
-            row = step_offsets[t]
-            gates = gx[row - gx_row0:row - gx_row0 + n_rows]
-            phase = s * phases_per_step
-            for i in range(n_parts):
-                won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, blocks)
-                if not won:
-                    continue
-                operand = prepare_rows(h_prev, n_rows, w_hh_panels, scratch)
-                for g in range(4):
-                    for b in range(b0, b1):
-                        panel_product(operand, w_hh_panels, g * blocks + b, gates, n_rows,
-                                      np.uint64(g * hidden + b * width),
-                                      np.uint64(min(width, hidden - b * width)), tall)
-                u0 = b0 * width
-                u1 = min(hidden, b1 * width)
-                cell_out = h_full if has_proj else h_next
-                for r in range(n_rows):
-                    cell_update_row(gates, c, cell_out, r, u0, u1, gate_options)
-                if not has_proj:
-                    copy_block(h_next, out, row, zero, zero, n_rows, u0, u1)
-                    copy_block(h_next, h, zero, zero, n_next, n_rows, u0, u1)
-                _finish_part(done, phase)
-            _wait_phase(done, phase, n_parts)
-            if not has_proj:
+    h_rows = h[row_lo:row_hi]
+    c_rows = c[row_lo:row_hi]
+    h_full_rows = h_full[row_lo:row_hi]
+    for s in range(n_steps):
+        t = step_hi - 1 - s if reverse else step_lo + s
+        n_rows = min(batch_sizes[t], row_hi) - row_lo
+        if n_rows <= 0:  # every part of these rows skips the same steps
+            continue
+        if s + 1 == n_steps:
+            n_next = zero
+        elif reverse:
+            n_next = n_rows
+        else:
+            n_next = max(min(batch_sizes[t + 1], row_hi) - row_lo, zero)
+        tall = n_rows >= TALL_MIN_ROWS
+        h_prev = h_even if s % 2 == 0 else h_odd
+        h_next = h_odd if s % 2 == 0 else h_even
+        row = step_offsets[t] + row_lo
+        gates = gx[row - gx_row0:row - gx_row0 + n_rows]
+        phase = s * phases_per_step
+        for i in range(n_parts):
+            won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, blocks)
+            if not won:
                 continue
-            phase += 1
-            for i in range(n_parts):
-                won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, out_blocks)
-                if not won:
-                    continue
-                p0 = b0 * width
-                p1 = min(out_width, b1 * width)
-                for r in range(n_rows):
-                    for p in range(p0, p1):
-                        h_next[r, np.uint64(p)] = 0.0
-                operand = prepare_rows(h_full, n_rows, w_hr_panels, scratch)
+            operand = prepare_rows(h_prev, n_rows, w_hh_panels, scratch)
+            for g in range(4):
                 for b in range(b0, b1):
-                    panel_product(operand, w_hr_panels, b, h_next, n_rows, np.uint64(b * width),
-                                  np.uint64(min(width, out_width - b * width)), tall)
-                copy_block(h_next, out, row, zero, zero, n_rows, p0, p1)
-                copy_block(h_next, h, zero, zero, n_next, n_rows, p0, p1)
-                _finish_part(done, phase)
-            _wait_phase(done, phase, n_parts)
-
-
-@njit(**JIT_OPTIONS)
-def gates_from_product(gates, gx, gx_lo, n_rows, c, h_full, emit, out, out_row, gate_options):
-    """The rest of a step whose recurrent product ``gates[:n_rows] = h @ w_hh_t``
-    was computed by BLAS: add the projected input and update the cell.
-    With ``emit`` (no projection: ``h_full`` is ``h``) also write the output
-    rows (a single direction: columns from 0).
-
-    Serial on purpose: it is a few percent of the step, and BLAS worker
-    threads keep spinning between calls, so a parallel region here would
-    fight them for the cores at every step.
-    """
-    prefer_vector_width()
-    hidden = c.shape[1]
-    n_cols = gates.shape[1]
-    zero = np.int64(0)
-    for r in range(n_rows):
-        for j in range(n_cols):
-            gates[r, j] += gx[gx_lo + r, j]
-        cell_update_row(gates, c, h_full, r, zero, hidden, gate_options)
-        if emit:
-            copy_block(h_full, out, out_row, zero, r, r + 1, zero, h_full.shape[1])
+                    panel_product(operand, w_hh_panels, g * blocks + b, gates, n_rows,
+                                  np.uint64(g * hidden + b * width),
+                                  np.uint64(min(width, hidden - b * width)), tall)
+            u0 = b0 * width
+            u1 = min(hidden, b1 * width)
+            cell_out = h_full_rows if has_proj else h_next
+            for r in range(n_rows):
+                cell_update_row(gates, c_rows, cell_out, r, u0, u1, gate_options)
+            if not has_proj:
+                copy_block(h_next, out, row, out_col, zero, n_rows, u0, u1)
+                copy_block(h_next, h_rows, zero, zero, n_next, n_rows, u0, u1)
+            _finish_part(done, phase)
+        _wait_phase(done, phase, n_parts)
+        if not has_proj:
+            continue
+        phase += 1
+        for i in range(n_parts):
+            won, b0, b1 = _claim_part(claims, phase, n_parts, q, i, out_blocks)
+            if not won:
+                continue
+            p0 = b0 * width
+            p1 = min(out_width, b1 * width)
+            for r in range(n_rows):
+                for p in range(p0, p1):
+                    h_next[r, np.uint64(p)] = 0.0
+            operand = prepare_rows(h_full_rows, n_rows, w_hr_panels, scratch)
+            for b in range(b0, b1):
+                panel_product(operand, w_hr_panels, b, h_next, n_rows, np.uint64(b * width),
+                              np.uint64(min(width, out_width - b * width)), tall)
+            copy_block(h_next, out, row, out_col, zero, n_rows, p0, p1)
+            copy_block(h_next, h_rows, zero, zero, n_next, n_rows, p0, p1)
+            _finish_part(done, phase)
+        _wait_phase(done, phase, n_parts)
 
 
 @njit(**PARALLEL_JIT_OPTIONS)
-def run_steps_row_groups(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets,
-                         h, c, w_hh_panels, w_hr_panels, h_full, out, row_bounds, gate_options):
-    """As :func:`run_steps` for a single (forward) direction, with the batch
-    split into row groups ``[row_bounds[q], row_bounds[q + 1])`` that run in
-    parallel, each through all the window's steps.
+def run_steps_partitioned(gx, gx_row0, step_lo, step_hi, batch_sizes, step_offsets, h, c,
+                          w_hh_panels, w_hr_panels, h_full, h_steps, claims, done, out,
+                          row_bounds, n_parts, gate_options):
+    """A window of every direction of a layer, on ``D x groups x n_parts``
+    threads at once: direction ``d``'s batch in row groups ``[row_bounds[d, g],
+    row_bounds[d, g + 1])`` (``_driver.plan_row_groups``; an empty group
+    does nothing), each group's steps
+    with its hidden units split into ``n_parts`` parts (:func:`_split_rows`;
+    with one part the group runs :func:`run_rows`, no counters).
 
-    Sequences never interact, so the groups need no synchronisation: one
-    parallel region per window instead of one per step. At step ``t`` a
-    group works on its rows below ``batch_sizes[t]`` (the driver sizes the
-    groups for equal work, see ``_driver.plan_row_groups``).
+    Arrays with a leading axis of D (1, or 2: direction 1 walks backwards)
+    hold each direction's: ``gx`` (D, rows, 4H) its projected window,
+    starting at packed row ``gx_row0[d]`` (int64 arrays of D, as ``step_lo``
+    and ``step_hi``), ``h``, ``c``, ``h_full``, the stacked weights, and
+    ``h_steps`` (2, D, batch, P) (for split parts: both copies of ``h`` on
+    entry, see :func:`_split_rows`); direction ``d`` writes output columns
+    ``[d P, (d + 1) P)``. ``claims`` (D * groups * phases * n_parts * 8,) and
+    ``done`` (D * groups * phases * 8,) are int64 zeros, a slice per row
+    group of each direction. Every row's sums are those of the serial loop
+    (the tiles sum each row alike), so results do not depend on the cut.
     """
     prefer_vector_width()
-    for q in prange(row_bounds.shape[0] - 1):
-        lo = row_bounds[q]
-        hi = row_bounds[q + 1]
-        scratch = step_scratch(w_hh_panels, h[lo:hi], c[lo:hi])
-        for s in range(step_hi - step_lo):
-            t = step_lo + s
-            n_rows = min(batch_sizes[t], hi) - lo
-            if n_rows > 0:
-                row = step_offsets[t] + lo
-                g0 = row - gx_row0
-                lstm_step(gx[g0:g0 + n_rows], n_rows, h[lo:hi], c[lo:hi], w_hh_panels, w_hr_panels,
-                          h_full[lo:hi], out, row, 0, scratch, gate_options)
+    n_dirs = h.shape[0]
+    n_groups = row_bounds.shape[1] - 1
+    per_direction = n_groups * n_parts
+    out_width = h.shape[2]
+    claims_per_group = claims.shape[0] // (n_dirs * n_groups)
+    done_per_group = done.shape[0] // (n_dirs * n_groups)
+    for task in prange(n_dirs * per_direction):
+        d = task // per_direction
+        g = (task - d * per_direction) // n_parts
+        q = task - d * per_direction - g * n_parts
+        lo = row_bounds[d, g]
+        hi = row_bounds[d, g + 1]
+        w_hh = direction(w_hh_panels, d)
+        w_hr = direction(w_hr_panels, d)
+        options = for_direction(gate_options, d)
+        scratch = step_scratch(w_hh, h[d, lo:hi], c[d, lo:hi])
+        if n_parts == 1:
+            run_rows(gx[d], gx_row0[d], step_lo[d], step_hi[d], d == 1, batch_sizes,
+                     step_offsets, h[d], c[d], w_hh, w_hr, h_full[d], out, d * out_width, lo, hi,
+                     scratch, options)
+        else:
+            slot = d * n_groups + g
+            _split_rows(q, n_parts, claims[slot * claims_per_group:(slot + 1) * claims_per_group],
+                        done[slot * done_per_group:(slot + 1) * done_per_group], gx[d],
+                        gx_row0[d], step_lo[d], step_hi[d], d == 1, batch_sizes, step_offsets,
+                        h[d], c[d], w_hh, w_hr, h_full[d], h_steps[0, d, lo:hi],
+                        h_steps[1, d, lo:hi], out,
+                        d * out_width, lo, hi, scratch, options)
 
 
 @njit(**JIT_OPTIONS)

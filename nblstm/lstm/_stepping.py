@@ -21,7 +21,6 @@ import numpy as np
 from . import _kernels, formats
 from ._driver import plan_unidirectional, projects_in_parallel
 from ._gate_options import for_direction
-from .formats.int8 import Int8Panels
 from ._weights import LayerWeights
 
 _NO_RANGE = np.empty(0, np.float32)
@@ -30,13 +29,13 @@ _NO_RANGE = np.empty(0, np.float32)
 def runs_serially(layers: Sequence[LayerWeights], n_steps: int, batch: int, input_size: int,
                   hidden: int, proj_size: int, dtype: np.dtype, threads: int) -> bool:
     """Whether the driver would run every layer of a single-direction model
-    serially (no row groups, split units, BLAS or parallel projection) for
+    serially (no row groups, split units or parallel projection) for
     ``n_steps`` full steps of ``batch`` rows."""
     rows = n_steps * batch
     for index, layer in enumerate(layers):
-        kind, _ = plan_unidirectional(batch, n_steps, hidden, proj_size,
-                                      layer.w_hh_t is not None, dtype, threads,
-                                      formats.weight_itemsize(layer.w_hh_panels))
+        kind, _ = plan_unidirectional(batch, n_steps, hidden, proj_size, dtype, threads,
+                                      formats.weight_itemsize(layer.w_hh_panels),
+                                      not formats.per_tensor(layer.w_hh_panels))
         width = input_size if index == 0 else proj_size or hidden
         if kind != "serial" or projects_in_parallel(rows, width, hidden, threads):
             return False
@@ -64,7 +63,7 @@ class StepPlan:
             w_hh, w_hr = (formats.for_rows(formats.direction(w, 0), batch)
                           for w in (layer.w_hh_panels, layer.w_hr_panels))
             w_ih = formats.direction(layer.w_ih_panels, 0)
-            per_tensor = isinstance(w_ih, Int8Panels) and w_ih.per_tensor
+            per_tensor = formats.per_tensor(w_ih)
             self.layers.append((w_ih, layer.bias[0], w_hh, w_hr,
                                 for_direction(layer.gate_options, 0), per_tensor))
         # Stacks whose layers share one Numba type run in one kernel call.

@@ -38,10 +38,6 @@ class LayerWeights(NamedTuple):
     w_hh_panels : (D, 4 * ceil(H / width), P, width) -- ``w_hh_t``, likewise
     w_hr_panels : (D, ceil(P / width), H, width), or
         (D, 0, 0, width) without projection -- ``w_hr_t``
-    w_ih_t : (1, I, 4H), w_hh_t : (1, P, 4H), w_hr_t : (1, H, P) or (1, 0, 0)
-        -- row-major copies for the BLAS path, kept only where it can run (a
-        single direction with more than :data:`BLAS_MIN_WEIGHT_BYTES` of
-        recurrent weights); ``None`` elsewhere
     gate_options : ``_gate_options.GateOptions`` of both directions, or None
         -- ONNX's peepholes, clip and input_forget, for a model loaded from
         ONNX that uses them
@@ -51,16 +47,7 @@ class LayerWeights(NamedTuple):
     bias: np.ndarray
     w_hh_panels: np.ndarray
     w_hr_panels: np.ndarray
-    w_ih_t: Optional[np.ndarray]
-    w_hh_t: Optional[np.ndarray]
-    w_hr_t: Optional[np.ndarray]
     gate_options: Any = None
-
-
-#: A single-direction layer whose recurrent weights exceed this (about a
-#: core's L2 cache) may run its small batches on BLAS (see
-#: ``_driver.plan_unidirectional``), so its layout keeps row-major copies.
-BLAS_MIN_WEIGHT_BYTES = 1 << 20
 
 
 def column_panels(w_t: np.ndarray, width: Optional[int] = None, blocks: int = 1) -> np.ndarray:
@@ -273,8 +260,7 @@ def int8_kernel_layout(params: Mapping[str, np.ndarray], scales: Mapping[str, np
         w_hr = (panels("weight_hr", 1) if proj_size > 0 else
                 int8_panels(np.zeros((len(names), 0, 0), np.int8),
                             np.zeros((len(names), 0), np.float32), 1, qmax, per_tensor, kernels))
-        layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr,
-                                   None, None, None))
+        layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr))
     return layers
 
 
@@ -295,8 +281,7 @@ def bfloat16_kernel_layout(params: Mapping[str, np.ndarray], num_layers: int,
         bias = _summed_bias(params, names, hidden_size, np.dtype(np.float32))
         w_hr = (panels("weight_hr", 1) if proj_size > 0 else
                 bfloat16_panels(np.zeros((len(names), 0, 0), np.uint16), 1, avx512_bf16))
-        layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr,
-                                   None, None, None))
+        layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr))
     return layers
 
 
@@ -313,11 +298,7 @@ def kernel_layout(params: Mapping[str, np.ndarray], num_layers: int, bidirection
             w_hr_t = np.stack([params["weight_hr" + n].T for n in names])
         else:
             w_hr_t = np.zeros((len(names), 0, 0), dtype=dtype)
-        w_ih_t, w_hh_t, w_hr_t = (aligned_copy(a.astype(dtype, copy=False))
-                                  for a in (w_ih_t, w_hh_t, w_hr_t))
-        blas_ready = not bidirectional and w_hh_t[0].nbytes > BLAS_MIN_WEIGHT_BYTES
-        row_major = (w_ih_t, w_hh_t, w_hr_t) if blas_ready else (None, None, None)
+        w_ih_t, w_hh_t, w_hr_t = (a.astype(dtype, copy=False) for a in (w_ih_t, w_hh_t, w_hr_t))
         layers.append(LayerWeights(column_panels(w_ih_t, blocks=4), bias,
-                                   column_panels(w_hh_t, blocks=4), column_panels(w_hr_t),
-                                   *row_major))
+                                   column_panels(w_hh_t, blocks=4), column_panels(w_hr_t)))
     return layers

@@ -196,7 +196,7 @@ class LSTMCell(_RecurrentModule):
 
     def _step_with_driver(self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray,
                           h1: np.ndarray, c1: np.ndarray) -> None:
-        """A step the driver plans (large weights: BLAS or split units)."""
+        """A step the driver plans (large weights: split units)."""
         batch_sizes = np.full(1, x.shape[0], dtype=np.int64)
         _, h_n, c_n = lstm_forward(x[None], batch_sizes, self._layers, h0[None], c0[None])
         h1[...] = h_n[0]

@@ -22,11 +22,9 @@ class Stream:
     steps from the state the previous chunk left and returns their output.
     Feeding a sequence in chunks of any sizes gives bitwise the output and
     final state of one ``lstm(x)`` call on the whole sequence in evaluation
-    mode, with two exceptions, which agree to float rounding only: a float
-    layer that the whole call runs on BLAS (more than 1 MiB of recurrent
-    weights, fewer than 8 rows, a short sequence; a stream keeps every layer
-    on nblstm's kernels), and int8 models with torch's numerics (torch
-    quantises a layer's whole input with one range, a stream each chunk).
+    mode, with one exception, which agrees to float rounding only: int8
+    models with torch's numerics (torch quantises a layer's whole input with
+    one range, a stream each chunk).
 
     Parameters
     ----------
@@ -178,7 +176,7 @@ class Stream:
             return
         batch_sizes = np.full(steps, self.batch_size, dtype=np.int64)
         result, h_n, c_n = lstm_forward(rows, batch_sizes, lstm._layers, self._h, self._c,
-                                        dropout, rng, allow_blas=False)
+                                        dropout, rng)
         out[...] = result
         self._h[...] = h_n
         self._c[...] = c_n

@@ -35,12 +35,18 @@ def weight_itemsize(weights: Any) -> int:
     return getattr(weights, "panels", weights).itemsize
 
 
+def per_tensor(weights: Any) -> bool:
+    """Whether these are int8 weights with torch's numerics: one activation
+    scale for all the rows of a product (so a step's rows are quantised
+    together, never in groups)."""
+    return isinstance(weights, Int8Panels) and weights.per_tensor
+
+
 def input_range(layer: Any, x: np.ndarray) -> np.ndarray:
     """The ``fixed_range`` of a layer's input projection: (min, max) of all
     of ``x`` for int8 weights with torch's per-tensor numerics (torch
     quantises a layer's whole input at once), else empty."""
-    weights = layer.w_ih_panels
-    if isinstance(weights, Int8Panels) and weights.per_tensor and x.size:
+    if per_tensor(layer.w_ih_panels) and x.size:
         return np.array([x.min(), x.max()], dtype=np.float32)
     return _NO_RANGE
 

@@ -92,26 +92,20 @@ def _tile_6_rows(a, panel, out, r, j0, n_valid):
 
 @njit(inline="always", **JIT_OPTIONS)
 def _tile_1_row(a, panel, out, r, j0, n_valid):
-    """Two reduction steps per iteration, which keeps LLVM vectorising along
-    the columns rather than gathering down them."""
+    """One row: one accumulator per column, the sums of a row of the taller
+    tiles in the same order, so a row's bits do not depend on which tile it
+    lands in (how the rows are cut into row groups, chunks or threads)."""
     prefer_vector_width()
     width = _tile_width(out)
-    n_inner = a.shape[1]
     tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
     for jj in range(n_valid):
         tile[jj] = out[r, j0 + jj]
     for jj in range(n_valid, width):
         tile[jj] = 0.0
-    for pair in range(n_inner // 2):
-        k = 2 * pair
+    for k in range(a.shape[1]):
         a0 = a[r, k]
-        a1 = a[r, k + 1]
         for jj in range(width):
-            tile[jj] += a0 * panel[k, np.uint64(jj)] + a1 * panel[k + 1, np.uint64(jj)]
-    if n_inner % 2:
-        a_last = a[r, n_inner - 1]
-        for jj in range(width):
-            tile[jj] += a_last * panel[n_inner - 1, np.uint64(jj)]
+            tile[jj] += a0 * panel[k, np.uint64(jj)]
     for jj in range(n_valid):
         out[r, j0 + jj] = tile[jj]
 
