@@ -35,7 +35,11 @@ JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=FASTMATH_FLAGS, error_model=
 #: Options for scalar code that must round exactly as IEEE arithmetic does
 #: (fbgemm's quantisation parameters: with ``arcp`` a division became a
 #: multiplication by the reciprocal and moved a zero point off a .5 tie).
-EXACT_JIT_OPTIONS = dict(nogil=True, cache=True, error_model="numpy")
+#: ``fastmath=False`` must be explicit: a function that leaves it unset
+#: inherits its caller's flags when a kernel's call compiles it first
+#: (Numba's ``inherit_if_not_set``), and that compiled version then also
+#: served, and was cached for, direct calls.
+EXACT_JIT_OPTIONS = dict(nogil=True, cache=True, fastmath=False, error_model="numpy")
 
 #: Options for kernels with ``prange`` loops.
 PARALLEL_JIT_OPTIONS = dict(JIT_OPTIONS, parallel=True)

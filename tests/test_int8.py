@@ -2,6 +2,10 @@
 roundings (``naive_int8``), its paths against each other, and whole models
 against torch (float32 and torch's own dynamically quantised LSTM)."""
 
+import os
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -41,16 +45,40 @@ def test_choose_qparams_matches_fbgemm_rule(a, b, qmax):
         naive.activation_qparams(lo, hi, 0, qmax)
 
 
-@pytest.mark.xfail(strict=False, reason="open bug: inside the full suite's process this tie "
-                   "gives 63 (a reciprocal-multiply result) though choose_qparams has no "
-                   "fast-math flags; alone, and in a fresh process, it gives fbgemm's 64. "
-                   "See the session note of 2026-12-01.")
 def test_choose_qparams_rounds_exact_ties_to_even():
     """A zero point exactly at .5 rounds to even, as fbgemm's nearbyint does
     (found by hypothesis: fast-math once turned the division into a
     reciprocal multiplication and gave 63 here). torch agrees: 64."""
     assert int8.choose_qparams(np.float32(-999998.0), np.float32(999998.0), 127) == \
         naive.activation_qparams(-999998.0, 999998.0, 0, 127) == (np.float32(15748.0), 64)
+
+
+def test_choose_qparams_stays_exact_when_a_kernel_compiles_it_first(tmp_path):
+    """Numba compiles a function that leaves ``fastmath`` unset with its
+    caller's flags when a kernel's call compiles it first (and then serves,
+    and caches, that version to direct calls too): with the kernels'
+    ``arcp`` the tie above gave 63. In a fresh process with an empty cache,
+    an int8 forward compiles it first; both its direct calls and the
+    quantisation inside a fast-math kernel must give fbgemm's 64."""
+    code = textwrap.dedent("""
+        import numpy as np, nblstm
+        from numba import njit
+        from nblstm._config import JIT_OPTIONS
+        from nblstm.lstm.formats import int8
+        nblstm.LSTM(8, 16, seed=0).quantize("int8")(np.ones((3, 2, 8), np.float32))
+
+        @njit(**dict(JIT_OPTIONS, cache=False))
+        def inside(lo, hi, qmax):
+            return int8.choose_qparams(lo, hi, qmax)
+
+        lo, hi = np.float32(-999998.0), np.float32(999998.0)
+        print(int(int8.choose_qparams(lo, hi, 127)[1]), int(inside(lo, hi, 127)[1]))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["64", "64"], result.stdout
 
 
 @pytest.mark.parametrize("lo, hi", [(0.0, 0.0), (-1e-9, 1e-9), (0.0, 1e-7), (-3e-6, 0.0),

@@ -198,10 +198,10 @@ def choose_qparams(lo, hi, qmax):
     elif initial > qmax:
         zero = qmax
     else:
-        # Half to even, spelled out: np.rint follows the FPU's rounding mode,
-        # which this must not depend on (fbgemm's nearbyint runs in the default
-        # mode); a CI run gave 63 for an exact 63.5 in a process where a
-        # fresh one gives 64.
+        # Half to even, spelled out (fbgemm's nearbyint in the default rounding
+        # mode). An exact 63.5 here once gave 63: compiled first from a
+        # fast-math kernel, this function inherited its ``arcp`` (see
+        # EXACT_JIT_OPTIONS).
         below = np.floor(initial)
         zero = int(below)
         if initial - below > 0.5 or (initial - below == 0.5 and zero % 2 == 1):
