@@ -167,6 +167,13 @@ def _gate_options(rng, with_options, n_dirs, hidden, dtype):
     return layer_options(peepholes, clip, bool(rng.integers(0, 2)), n_dirs, hidden, dtype)
 
 
+def _random_row_bounds(rng, batch, groups):
+    """(2, groups + 1) row bounds of any cut per direction (empty groups too)."""
+    cuts = np.sort(rng.integers(0, batch + 1, (2, groups - 1)), axis=1)
+    return np.concatenate([np.zeros((2, 1), np.int64), cuts, np.full((2, 1), batch, np.int64)],
+                          axis=1)
+
+
 def _partitioned(gx, batch_sizes, offsets, h, c, w_hh_t, w_hr_t, out, options,
                  row_bounds, parts, threads):
     """``run_steps_partitioned`` on both directions of one window, each
@@ -251,11 +258,8 @@ def test_step_loops_match_serial_twin(lengths, hidden, proj, dtype, with_options
 
     def partitioned():
         hh, cc, out = h.copy(), c.copy(), np.zeros_like(want_out)
-        cuts = np.sort(rng.integers(0, batch + 1, (2, groups - 1)), axis=1)
-        row_bounds = np.concatenate([np.zeros((2, 1), np.int64), cuts,
-                                     np.full((2, 1), batch, np.int64)], axis=1)
         _partitioned(gx.copy(), batch_sizes, offsets, hh, cc, w_hh_t, w_hr_t, out, layer,
-                     row_bounds, parts, threads)
+                     _random_row_bounds(rng, batch, groups), parts, threads)
         return hh, cc, out
 
     tolerance = TOLERANCE[dtype] * 20 * (hidden + 1) * max(lengths)
@@ -290,11 +294,8 @@ def test_partitioned_steps_are_bitwise_the_serial_loop(lengths, hidden, proj, dt
                            np.empty_like(want_c[d]) if proj else want_h[d], want_out,
                            d * out_width, None)
     got_h, got_c, got_out = h.copy(), c.copy(), np.zeros_like(want_out)
-    cuts = np.sort(rng.integers(0, batch + 1, (2, groups - 1)), axis=1)
-    row_bounds = np.concatenate([np.zeros((2, 1), np.int64), cuts,
-                                 np.full((2, 1), batch, np.int64)], axis=1)
     _partitioned(gx.copy(), batch_sizes, offsets, got_h, got_c, w_hh_t, w_hr_t, got_out,
-                 None, row_bounds, parts, 2)
+                 None, _random_row_bounds(rng, batch, groups), parts, 2)
     for got, want in ((got_h, want_h), (got_c, want_c), (got_out, want_out)):
         np.testing.assert_array_equal(got, want)
 
