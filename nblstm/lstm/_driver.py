@@ -151,6 +151,13 @@ def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x
                 step_offsets, h, c, w_hh, w_hr, h_full, out, x_range, layer.gate_options)
 
 
+def _w_hh_bytes(hidden: int, proj_size: int, dtype, weight_itemsize: Optional[int]) -> int:
+    """Bytes of a direction's recurrent weights (``weight_itemsize`` per
+    weight, default the dtype's)."""
+    itemsize = np.dtype(dtype).itemsize if weight_itemsize is None else weight_itemsize
+    return (proj_size or hidden) * 4 * hidden * itemsize
+
+
 def _unit_split_pays(n_steps: int, hidden: int, proj_size: int, w_hh_bytes: int) -> bool:
     """Whether splitting each step's hidden units over threads repays their
     meeting once a step (see SPLIT_UNITS_MIN_MACS)."""
@@ -187,9 +194,7 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     width = _kernels.tile_columns(dtype)
     panels = -(-hidden // width)
     parts = min(threads, panels)
-    if weight_itemsize is None:
-        weight_itemsize = np.dtype(dtype).itemsize
-    w_hh_bytes = (proj_size or hidden) * 4 * hidden * weight_itemsize
+    w_hh_bytes = _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize)
     splittable = panels > 1 and _unit_split_pays(n_steps, hidden, proj_size, w_hh_bytes)
     if max_batch >= ROW_GROUP_MIN_ROWS and rows_independent:
         if (parts > 1 and splittable and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
@@ -233,12 +238,13 @@ def plan_layer(max_batch: int, n_steps: int, hidden: int, proj_size: int,
     """How one layer of ``directions`` (1 or 2) runs on ``threads`` threads.
 
     Each direction gets ``threads // directions`` threads and is planned as
-    :func:`plan_unidirectional` plans one. Its row groups, or unit parts, then take the threads left
-    over by the other split: a bidirectional layer of 16 rows and H=256 (the
-    speech model) on 16 threads runs 2 directions x 4 row groups x 2 unit
-    parts. A bidirectional layer with one thread per direction, or whose
-    directions are too small to split, runs its directions at once
-    ("directions"), as does one on a single thread (then one after the other).
+    :func:`plan_unidirectional` plans one. Its row groups, or unit parts,
+    then take the threads left over by the other split: a bidirectional
+    layer of 16 rows and H=256 (the speech model) on 16 threads runs 2
+    directions x 4 row groups x 2 unit parts. A bidirectional layer with one
+    thread per direction, or whose directions are too small to split, runs
+    its directions at once ("directions"), as does one on a single thread
+    (then one after the other).
     """
     per_direction = max(1, threads // directions)
     if directions == 2 and per_direction < 2:
@@ -249,12 +255,10 @@ def plan_layer(max_batch: int, n_steps: int, hidden: int, proj_size: int,
         return LayerPlan("directions" if directions == 2 else kind, 1, 1)
     spare = per_direction // count
     panels = -(-hidden // _kernels.tile_columns(dtype))
-    if weight_itemsize is None:
-        weight_itemsize = np.dtype(dtype).itemsize
-    w_hh_bytes = (proj_size or hidden) * 4 * hidden * weight_itemsize
     if kind == "row_groups":
-        parts = min(spare, panels) if spare > 1 and _unit_split_pays(
-            n_steps, hidden, proj_size, w_hh_bytes) else 1
+        pays = _unit_split_pays(n_steps, hidden, proj_size,
+                                _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize))
+        parts = min(spare, panels) if spare > 1 and pays else 1
         return LayerPlan("partitioned", count, parts)
     groups = min(spare, max_batch // TILE_ROWS) if rows_independent else 1
     return LayerPlan("partitioned", max(1, groups), count)
@@ -344,7 +348,8 @@ def _run_windows(x, layer, plan: LayerPlan, batch_sizes, step_offsets, h, c, h_f
                 h_steps[1] = h
             _kernels.run_steps_partitioned(
                 gx, np.array([r0 for r0, _ in rows], np.int64),
-                np.array([a for a, _ in spans], np.int64), np.array([b for _, b in spans], np.int64),
+                np.array([a for a, _ in spans], np.int64),
+                np.array([b for _, b in spans], np.int64),
                 batch_sizes, step_offsets, h, c, w_hh, w_hr, h_full, h_steps, claims, done, out,
                 row_bounds, plan.parts, layer.gate_options)
 

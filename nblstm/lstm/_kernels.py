@@ -289,9 +289,9 @@ def _split_rows(q, n_parts, claims, done, gx, gx_row0, step_lo, step_hi, reverse
     and odd steps (without a projection a part of step ``s + 1`` must not
     overwrite what another part of step ``s`` still reads); both must hold
     the rows of ``h`` on entry, so a row that starts late (walking
-    backwards, the batch grows) reads its initial state. ``h`` receives each row's state when its sequence ends or
-    at the window's last step. ``h``, ``c`` and ``h_full`` are the whole
-    batch's.
+    backwards, the batch grows) reads its initial state. ``h`` receives each
+    row's state when its sequence ends or at the window's last step. ``h``,
+    ``c`` and ``h_full`` are the whole batch's.
     """
     prefer_vector_width()
     hidden = c.shape[1]
