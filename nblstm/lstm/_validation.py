@@ -7,7 +7,7 @@ argument, the bad value and what to pass instead.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -140,18 +140,30 @@ def check_out(value: Any, name: str, expected_shape: Tuple[int, ...],
     return value
 
 
-def check_no_overlap(outputs: Sequence[Tuple[str, np.ndarray]],
+def overlapping_pair(outputs: Sequence[Tuple[str, np.ndarray]],
                      inputs: Sequence[Tuple[str, np.ndarray]],
-                     same_ok: Sequence[Tuple[str, str]] = ()) -> None:
-    """No ``out=`` buffer overlaps another or an input, except the pairs in
-    ``same_ok`` (output, input), which may be the very same array."""
+                     same_ok: Sequence[Tuple[str, str]] = ()) -> Optional[Tuple[str, str]]:
+    """The names of the first ``out=`` buffer that overlaps another buffer or
+    an input and of what it overlaps, or None; the pairs in ``same_ok``
+    (output, input) may be the very same array."""
     pairs = [(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1:]]
     pairs += [(a, b) for a in outputs for b in inputs]
     for (out_name, out), (other_name, other) in pairs:
         if (out_name, other_name) in same_ok and out is other:
             continue
         if np.may_share_memory(out, other):
-            allowed = [f"{o} may be {i} itself" for o, i in same_ok]
-            raise ValueError(f"{out_name} overlaps {other_name} in memory; out= buffers must "
-                             f"not overlap each other or the inputs"
-                             + (f" ({', '.join(allowed)})" if allowed else ""))
+            return out_name, other_name
+    return None
+
+
+def check_no_overlap(outputs: Sequence[Tuple[str, np.ndarray]],
+                     inputs: Sequence[Tuple[str, np.ndarray]],
+                     same_ok: Sequence[Tuple[str, str]] = ()) -> None:
+    """No ``out=`` buffer overlaps another or an input, except the pairs in
+    ``same_ok`` (output, input), which may be the very same array."""
+    pair = overlapping_pair(outputs, inputs, same_ok)
+    if pair is not None:
+        allowed = [f"{o} may be {i} itself" for o, i in same_ok]
+        raise ValueError(f"{pair[0]} overlaps {pair[1]} in memory; out= buffers must "
+                         f"not overlap each other or the inputs"
+                         + (f" ({', '.join(allowed)})" if allowed else ""))

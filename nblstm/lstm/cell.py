@@ -173,7 +173,8 @@ class LSTMCell(_RecurrentModule):
             # passes the same ones every call).
             seen = prepared.checked
             if not (h1 is seen[0] and c1 is seen[1] and h0 is seen[2] and c0 is seen[3]):
-                if _overlapping(h1, c1, h0, c0):
+                if check.overlapping_pair([("h1", h1), ("c1", c1)], [("h0", h0), ("c0", c0)],
+                                          [("h1", "h0"), ("c1", "c0")]):
                     return None
                 prepared.checked = (h1, c1, h0, c0)
         else:
@@ -246,14 +247,6 @@ class LSTMCell(_RecurrentModule):
         else:
             self._step_with_driver(x, h0, c0, h1_rows, c1_rows)
         return h1, c1
-
-
-def _overlapping(h1: np.ndarray, c1: np.ndarray, h0: np.ndarray, c0: np.ndarray) -> bool:
-    """Whether the out= buffers overlap in any way but ``h1 is h0``/``c1 is c0``."""
-    if np.may_share_memory(h1, c1) or np.may_share_memory(h1, c0) or np.may_share_memory(c1, h0):
-        return True
-    return (h1 is not h0 and np.may_share_memory(h1, h0)) or (
-        c1 is not c0 and np.may_share_memory(c1, c0))
 
 
 class _Prepared:

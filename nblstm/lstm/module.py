@@ -441,7 +441,9 @@ class LSTM(_RecurrentModule):
             seen = prepared.checked
             if not (output is seen[0] and h_n is seen[1] and c_n is seen[2] and h0 is seen[3]
                     and c0 is seen[4]):
-                if _overlapping([output, h_n, c_n], [h0, c0], h_n is h0, c_n is c0):
+                if check.overlapping_pair([("y", output), ("h_n", h_n), ("c_n", c_n)],
+                                          [("h0", h0), ("c0", c0)],
+                                          [("h_n", "h0"), ("c_n", "c0")]):
                     return None
                 prepared.checked = (output, h_n, c_n, h0, c0)
         else:
@@ -519,20 +521,6 @@ class LSTM(_RecurrentModule):
 def _is_array(a: Any, shape: Tuple[int, ...], dtype: np.dtype) -> bool:
     return (type(a) is np.ndarray and a.shape == shape and a.dtype == dtype
             and a.flags.c_contiguous)
-
-
-def _overlapping(outputs, states, h_is_h0: bool, c_is_c0: bool) -> bool:
-    """Whether ``out=`` buffers (output, h_n, c_n) overlap each other or the
-    initial state (h_0, c_0), other than h_n being h_0 and c_n being c_0."""
-    output, h_n, c_n = outputs
-    h0, c0 = states
-    pairs = [(output, h_n), (output, c_n), (h_n, c_n), (output, h0), (output, c0), (h_n, c0),
-             (c_n, h0)]
-    if not h_is_h0:
-        pairs.append((h_n, h0))
-    if not c_is_c0:
-        pairs.append((c_n, c0))
-    return any(np.may_share_memory(a, b) for a, b in pairs)
 
 
 class _Prepared:
