@@ -174,3 +174,47 @@ def test_results_are_bitwise_the_same_on_1_2_and_4_threads():
     kinds = [line.rsplit("[", 1)[1] for line in lines]
     assert "'partitioned:4'" in kinds[0] and "'directions:2'" in kinds[3]
     assert "'partitioned:4'" in kinds[4] and "'partitioned:4'" in kinds[6]
+
+
+def test_a_thread_count_change_replans_repeated_calls(monkeypatch):
+    """A repeated call shape keeps its serial step plan (the stepping path)
+    only for the thread count it was made on: after set_num_threads(2) the
+    same calls of an LSTM, an LSTMCell and a Stream take the driver, which
+    spreads the work over the threads (it once stayed serial), with the same
+    bits."""
+    import numba
+
+    import nblstm
+    from nblstm.lstm import cell as cell_module, module as lstm_module, stream as stream_module
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2")
+    calls = []
+    for module in (lstm_module, cell_module, stream_module):
+        original = module.lstm_forward
+        monkeypatch.setattr(module, "lstm_forward",
+                            lambda *a, _f=original, **k: calls.append(1) or _f(*a, **k))
+    rng = np.random.default_rng(0)
+    lstm = nblstm.LSTM(32, 256, seed=0)
+    cell = nblstm.LSTMCell(32, 512, seed=0)
+    x = rng.standard_normal((40, 16, 32)).astype(np.float32)
+    x_cell = rng.standard_normal((64, 32)).astype(np.float32)
+    previous = nblstm.get_num_threads()
+    try:
+        nblstm.set_num_threads(1)
+        stream = lstm.stream(16)
+        serial = [lstm(x), lstm(x), cell(x_cell), cell(x_cell), stream(x), stream(x)]
+        assert calls == [1]  # the first LSTM call plans; then the stepping path only
+        nblstm.set_num_threads(2)
+        assert _driver.layer_plan(lstm._layers[0], np.full(40, 16, np.int64), 256).kind \
+            == "partitioned"
+        stream2 = lstm.stream(16)
+        threaded = [lstm(x), lstm(x), cell(x_cell), cell(x_cell), stream2(x), stream2(x)]
+        assert len(calls) == 7  # every call took the driver
+    finally:
+        nblstm.set_num_threads(previous)
+    flat = lambda r: [r[0], *r[1]] if isinstance(r, tuple) and len(r) == 2 and \
+        isinstance(r[1], tuple) else (list(r) if isinstance(r, tuple) else [r])  # noqa: E731
+    for a, b in zip(serial, threaded):
+        for u, v in zip(flat(a), flat(b)):
+            np.testing.assert_array_equal(u, v)

@@ -143,7 +143,7 @@ class LSTMCell(_RecurrentModule):
         Flat on purpose: at a few microseconds a step, every Python call
         and lookup here shows in the per-call cost."""
         prepared = self._prepared
-        if prepared is None or type(x) is not np.ndarray:
+        if prepared is None or type(x) is not np.ndarray or prepared.threads != get_num_threads():
             return None
         dtype, shape = self.dtype, prepared.state_shape
         if x.shape != prepared.x_shape or x.dtype != dtype or not x.flags.c_contiguous:
@@ -261,6 +261,8 @@ class _Prepared:
         self.rows_shape2 = (batch, cell.hidden_size)
         self.zeros = np.zeros(self.state_shape, cell.dtype)
         self.zeros.flags.writeable = False
-        self.plan = step_plan(cell, 1, batch, get_num_threads())
+        #: The thread count the plan was made for (see ``module._Prepared``).
+        self.threads = get_num_threads()
+        self.plan = step_plan(cell, 1, batch, self.threads)
         #: The last out= buffers and hx whose overlaps were checked.
         self.checked = (None, None, None, None)

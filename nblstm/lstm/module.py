@@ -414,7 +414,8 @@ class LSTM(_RecurrentModule):
         prepared = self._prepared
         if (prepared is None or type(x) is not np.ndarray or x.shape != prepared.x_shape
                 or x.dtype != self.dtype or not x.flags.c_contiguous
-                or self.batch_first is not prepared.batch_first):
+                or self.batch_first is not prepared.batch_first
+                or prepared.threads != get_num_threads()):
             return None
         dtype = self.dtype
         if hx is None:
@@ -535,15 +536,20 @@ class _Prepared:
         if (type(x) is not np.ndarray or lstm._time_order != "forward"
                 or lstm._dropout_args()[1] is not None or (lstm.batch_first and batch > 1)):
             return None
-        plan = step_plan(lstm, steps, batch, get_num_threads())
-        return None if plan is None else _Prepared(lstm, x.shape, steps, batch, unbatched, plan)
+        threads = get_num_threads()
+        plan = step_plan(lstm, steps, batch, threads)
+        return None if plan is None else _Prepared(lstm, x.shape, steps, batch, unbatched, plan,
+                                                   threads)
 
     def __init__(self, lstm: "LSTM", x_shape, steps: int, batch: int, unbatched: bool,
-                 plan: StepPlan) -> None:
+                 plan: StepPlan, threads: int) -> None:
         layers, hidden, width = lstm.num_layers, lstm.hidden_size, lstm.output_size
         self.x_shape = x_shape
         self.batch_first = lstm.batch_first  # a public attribute: callers may change it
         self.plan = plan
+        #: The thread count the plan was made for: with more threads the
+        #: driver may spread the same work over them instead.
+        self.threads = threads
         self.rows_shape = (steps * batch, lstm.input_size)
         self.out_rows = (steps * batch, width)
         lead = (layers,) if unbatched else (layers, batch)

@@ -61,8 +61,8 @@ class Stream:
         layers, batch = lstm.num_layers, self.batch_size
         self._h = np.zeros((layers, batch, lstm.output_size), lstm.dtype)
         self._c = np.zeros((layers, batch, lstm.hidden_size), lstm.dtype)
-        self._plans: Dict[int, Optional[StepPlan]] = {}
-        #: (chunk shape, batch_first) -> (rows shape, output shape, output rows
+        self._plans: Dict[Tuple[int, int], Optional[StepPlan]] = {}
+        #: (chunk shape, batch_first, threads) -> (rows shape, output shape, output rows
         #: shape, plan) of the chunks that run on a step plan without a
         #: transposition.
         self._fast: Dict[Any, Any] = {}
@@ -115,7 +115,7 @@ class Stream:
         if type(x) is np.ndarray and x.dtype == lstm.dtype and x.flags.c_contiguous:
             # A chunk shaped as an earlier one, already time-major rows: no
             # checks or planning left to do (see _fast).
-            fast = self._fast.get((x.shape, lstm.batch_first))
+            fast = self._fast.get((x.shape, lstm.batch_first, get_num_threads()))
             if fast is not None and lstm._layers is self._layers and not lstm.training:
                 rows_shape, out_shape, out_rows, plan = fast
                 out = np.empty(out_shape, lstm.dtype)
@@ -147,10 +147,11 @@ class Stream:
         out = np.empty((steps * batch, width), lstm.dtype)
         if steps:
             self._run(rows, steps, out)
-        plan = self._plans.get(steps)
+        threads = get_num_threads()
+        plan = self._plans.get((steps, threads))
         if plan is not None and not (lstm.batch_first and x.ndim == 3 and batch > 1):
             out_shape = (x.shape[:-1] + (width,))
-            self._fast[(x.shape, lstm.batch_first)] = (
+            self._fast[(x.shape, lstm.batch_first, threads)] = (
                 (steps * batch, lstm.input_size), out_shape, (steps * batch, width), plan)
         if x.ndim < 3:
             return out if x.ndim == 2 else out.reshape(width)
@@ -168,9 +169,10 @@ class Stream:
         dropout, rng = lstm._dropout_args()
         plan = None
         if rng is None:
-            if steps not in self._plans:
-                self._plans[steps] = step_plan(lstm, steps, self.batch_size, get_num_threads())
-            plan = self._plans[steps]
+            key = (steps, get_num_threads())  # more threads: the driver may spread the work
+            if key not in self._plans:
+                self._plans[key] = step_plan(lstm, steps, self.batch_size, key[1])
+            plan = self._plans[key]
         if plan is not None:
             plan.run(rows, self._h, self._c, self._h, self._c, out)
             return
