@@ -115,6 +115,32 @@ def test_matmul_accumulate(n_rows, inner, block_cols, n_blocks, dtype, tall, see
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 31), st.integers(1, 70), st.integers(1, 3 * 64 + 9), st.sampled_from([1, 4]),
+       dtypes, st.integers(0, 2**32 - 1))
+def test_a_row_sums_alike_in_every_tile(n_rows, inner, block_cols, n_blocks, dtype, seed):
+    """Each row of a product equals, bitwise, the same row alone (the 1-row
+    tiles, two panels at a time or one) and every prefix of the rows (a
+    4-row tile repeating rows, 6-row tiles, a lone last row): how rows are
+    cut never changes a bit."""
+    rng = np.random.default_rng(seed)
+    cols = n_blocks * block_cols
+    a = _rand(rng, (n_rows, inner), dtype)
+    b_panels = column_panels(_rand(rng, (inner, cols), dtype), blocks=n_blocks)
+    start = _rand(rng, (n_rows, cols), dtype)
+    whole = start.copy()
+    _kernels.matmul_accumulate(a, b_panels, whole, n_rows, True, n_blocks, FLOAT_SCRATCH)
+    for r in range(n_rows):
+        alone = start[r:r + 1].copy()
+        _kernels.matmul_accumulate(a[r:r + 1], b_panels, alone, 1, False, n_blocks, FLOAT_SCRATCH)
+        np.testing.assert_array_equal(alone[0], whole[r])
+    m = int(rng.integers(1, n_rows + 1))
+    prefix = start[:m].copy()
+    _kernels.matmul_accumulate(a[:m], b_panels, prefix, m, bool(rng.integers(0, 2)), n_blocks,
+                               FLOAT_SCRATCH)
+    np.testing.assert_array_equal(prefix, whole[:m])
+
+
 def _ragged_steps(lengths):
     """Sorted lengths, their batch sizes and offset table, steps and rows."""
     lengths = np.sort(np.array(lengths))[::-1]

@@ -30,13 +30,46 @@ from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._gate_options import for_direction, update_units
 from .formats import bfloat16 as _bfloat16_format  # noqa: F401 (overloads)
 from .formats import float as _float_format, int8 as _int8_format  # noqa: F401 (overloads)
-from .formats._dispatch import direction, new_scratch, panel_count, panel_product, prepare_rows
+from .formats._dispatch import (direction, new_scratch, pairs_panels, panel_count,
+                                panel_pair_product, panel_product, prepare_rows)
 from .formats._tiles import TALL_MIN_ROWS, TALL_TILE_ROWS, TILE_ROWS, _tile_width, tile_columns
 
 
 #: Rows of the input projection taken at a time (whole tiles): the chunk of
 #: input rows stays in the L2 cache while every weight panel passes over it.
 PROJECTION_CHUNK_ROWS = 128
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def accumulate_panels(operand, weights, out, n_rows, tall, n_blocks, block_cols, b0, b1):
+    """``out[:n_rows] +=`` the prepared ``operand`` times panels ``[b0, b1)``
+    of each of the ``n_blocks`` column blocks of ``weights``: panel ``g *
+    per_block + b`` holds columns ``g * block_cols + b * width`` on, those
+    below ``(g + 1) * block_cols`` real. Two panels at a time where the
+    format pairs them (``_dispatch.pairs_panels``). Inlined: a call passing
+    arrays costs reference counting on each (``formats.float.panel_accumulate``)."""
+    width = _tile_width(out)
+    per_block = (block_cols + width - 1) // width
+    span = b1 - b0
+    total = n_blocks * span
+    pair = pairs_panels(weights, n_rows)
+    i = 0
+    while i < total:
+        g = i // span
+        b = b0 + i - g * span
+        p = g * per_block + b
+        j0 = np.uint64(g * block_cols + b * width)
+        n_valid = np.uint64(min(width, block_cols - b * width))
+        if pair and i + 1 < total:
+            g = (i + 1) // span
+            b = b0 + i + 1 - g * span
+            panel_pair_product(operand, weights, p, g * per_block + b, out, j0, n_valid,
+                               np.uint64(g * block_cols + b * width),
+                               np.uint64(min(width, block_cols - b * width)))
+            i += 2
+        else:
+            panel_product(operand, weights, p, out, n_rows, j0, n_valid, tall)
+            i += 1
 
 
 @njit(**JIT_OPTIONS)
@@ -64,16 +97,10 @@ def matmul_accumulate(a, b_panels, out, n_rows, tall, n_blocks, scratch):
     literal, which multiplies compile time.
     """
     prefer_vector_width()
-    width = _tile_width(out)
     block_cols = out.shape[1] // n_blocks
-    per_block = (block_cols + width - 1) // width
     operand = prepare_rows(a, n_rows, b_panels, scratch)
-    for p in range(panel_count(b_panels)):
-        block = p // per_block
-        col = (p - block * per_block) * width
-        n_valid = np.uint64(min(width, block_cols - col))
-        panel_product(operand, b_panels, p, out, n_rows, np.uint64(block * block_cols + col),
-                      n_valid, tall)
+    accumulate_panels(operand, b_panels, out, n_rows, tall, n_blocks, block_cols, 0,
+                      panel_count(b_panels) // n_blocks)
 
 
 @njit(**JIT_OPTIONS)
@@ -328,11 +355,7 @@ def _split_rows(q, n_parts, claims, done, gx, gx_row0, step_lo, step_hi, reverse
             if not won:
                 continue
             operand = prepare_rows(h_prev, n_rows, w_hh_panels, scratch)
-            for g in range(4):
-                for b in range(b0, b1):
-                    panel_product(operand, w_hh_panels, g * blocks + b, gates, n_rows,
-                                  np.uint64(g * hidden + b * width),
-                                  np.uint64(min(width, hidden - b * width)), tall)
+            accumulate_panels(operand, w_hh_panels, gates, n_rows, tall, 4, hidden, b0, b1)
             u0 = b0 * width
             u1 = min(hidden, b1 * width)
             cell_out = h_full_rows if has_proj else h_next
@@ -356,9 +379,7 @@ def _split_rows(q, n_parts, claims, done, gx, gx_row0, step_lo, step_hi, reverse
                 for p in range(p0, p1):
                     h_next[r, np.uint64(p)] = 0.0
             operand = prepare_rows(h_full_rows, n_rows, w_hr_panels, scratch)
-            for b in range(b0, b1):
-                panel_product(operand, w_hr_panels, b, h_next, n_rows, np.uint64(b * width),
-                              np.uint64(min(width, out_width - b * width)), tall)
+            accumulate_panels(operand, w_hr_panels, h_next, n_rows, tall, 1, out_width, b0, b1)
             copy_block(h_next, out, row, out_col, zero, n_rows, p0, p1)
             copy_block(h_next, h_rows, zero, zero, n_next, n_rows, p0, p1)
             _finish_part(done, phase)

@@ -23,9 +23,20 @@ holds column panels of the transposed matrix ``w_t`` (K, N):
   float32/float64 ``out``.
 * ``direction(weights, d)``: direction ``d``'s weights from the stacked
   (D, ...) weights of a layer.
+
+Where ``pairs_panels(weights, n_rows)`` is true, the loops run two panels at
+once: ``panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq)``
+is ``panel_product`` of panels ``p`` and ``q`` for one row. Only the float
+format has such a tile (a row of two panels, 8 accumulators: one panel's 4
+chains stall on FMA latency); for the others it is false.
 """
 
 from __future__ import annotations
+
+from numba import types
+from numba.extending import overload
+
+from ..._config import INLINE_JIT_OPTIONS
 
 _JIT_ONLY = "a weight-format interface function is only callable from jitted code"
 
@@ -48,3 +59,24 @@ def new_scratch(weights, rows, inner, fixed_range):
 
 def direction(weights, d):
     raise NotImplementedError(_JIT_ONLY)
+
+
+
+def pairs_panels(weights, n_rows):
+    raise NotImplementedError(_JIT_ONLY)
+
+
+def panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
+    raise NotImplementedError(_JIT_ONLY)
+
+
+@overload(pairs_panels, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _pairs_panels(weights, n_rows):
+    if not isinstance(weights, types.Array):
+        return lambda weights, n_rows: False  # only float panels have a pair tile
+
+
+@overload(panel_pair_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _no_pair_tile(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
+    if not isinstance(weights, types.Array):
+        return lambda operand, weights, p, q, out, j0p, nvp, j0q, nvq: None  # never called
