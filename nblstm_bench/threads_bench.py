@@ -179,7 +179,8 @@ def main(argv=None) -> int:
               f"CPU features (llvmlite.binding.get_host_cpu_features()): {cpu_features_text()}.",
               f"Command: `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m "
               f"nblstm_bench.threads_bench --threads {args.threads} --precision "
-              f"{args.precision}`; up to {args.rounds} interleaved rounds a case "
+              f"{args.precision}" + (f" --cases {args.cases}" if args.cases else "")
+              + f"`; up to {args.rounds} interleaved rounds a case "
               f"(done: {', '.join(str(r['rounds']) for r in results)})."]
     text = render(results, args.precision, thread_counts, header)
     print(text)
