@@ -7,12 +7,16 @@
 #
 #   ./history.sh            # last 15 commits of main touching nblstm/
 #   ./history.sh 30 main    # last 30
-#   ASV_EXTRA="--quick" ./history.sh 2   # smoke
+#   ASV_EXTRA="--quick --dry-run" ./history.sh 2   # smoke, nothing saved
 set -euo pipefail
 cd "$(dirname "$0")"
 N="${1:-15}"
 BRANCH="${2:-main}"
-MACHINE="${ASV_MACHINE:-vm}"
+# asv's machine name: this host's (asv machine --yes; "vm" on the VM that recorded
+# results/vm/), or ASV_MACHINE.
+if [ ! -e "${HOME}/.asv-machine.json" ]; then asv machine --yes > /dev/null; fi
+MACHINE_ARGS=()
+if [ -n "${ASV_MACHINE:-}" ]; then MACHINE_ARGS=(--machine "$ASV_MACHINE"); fi
 HASHES="$(mktemp)"
 trap 'rm -f "$HASHES"' EXIT
 # Oldest first, so that an interrupted run leaves a contiguous history.
@@ -23,7 +27,7 @@ echo "commits: $(wc -l < "$HASHES") ($(head -c 8 "$HASHES")..$(tail -n 1 "$HASHE
 # peak memory; cold start; nblstm's stepping calls (skipped before lstm.stream()).
 # rounds=1: one process per benchmark (asv's default is 2).
 exec env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE nice -n "${NICE:-5}" \
-    asv run "HASHFILE:$HASHES" --machine "$MACHINE" --skip-existing-commits --show-stderr -a rounds=1 \
+    asv run "HASHFILE:$HASHES" "${MACHINE_ARGS[@]}" --skip-existing-commits --show-stderr -a rounds=1 \
     -b "time_forward\(.*, 'float32', 'float32'\)" \
     -b "time_forward\('nblstm', '(stream_b1_h128|b8_h256|b64_h512|T50_B4_H1536)', 'float32', '(int8|bfloat16)'\)" \
     -b "peakmem_forward" \
