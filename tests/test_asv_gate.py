@@ -36,7 +36,7 @@ def _two_commit_repo(path: pathlib.Path) -> list:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, path / name)
     _git(path, "init", "-q")
-    _git(path, "checkout", "-q", "-b", "main")
+    _git(path, "symbolic-ref", "HEAD", "refs/heads/main")  # whatever init.defaultBranch says
     _git(path, "config", "user.email", "gate@example.invalid")
     _git(path, "config", "user.name", "gate test")
     _git(path, "config", "commit.gpgsign", "false")
