@@ -3,12 +3,12 @@
 # Chromium (Debian: apt-get install -y chromium), every host but 127.0.0.1
 # unresolvable, so they also prove that the page loads nothing from a CDN:
 #   docs/asv_regressions.png  the Regressions view
-#   docs/asv_history.png      one benchmark's history (default: nblstm b64_h512 float32
-#                             next to torch and ONNX Runtime, commits evenly spaced)
+#   docs/asv_history.png      one benchmark's history (default: nblstm b64_h512 with float32,
+#                             int8 and bfloat16 weights, commits evenly spaced)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8765}"
-HISTORY="${HISTORY:-bench_lstm.Forward.time_forward?p-impl=%27nblstm%27&p-impl=%27torch%27&p-impl=%27onnxruntime%27&p-case=%27b64_h512%27&p-dtype=%27float32%27&p-precision=%27float32%27&x-axis-scale=even}"
+HISTORY="${HISTORY:-bench_lstm.Forward.time_forward?p-impl=%27nblstm%27&p-case=%27b64_h512%27&p-dtype=%27float32%27&p-precision=%27float32%27&p-precision=%27int8%27&p-precision=%27bfloat16%27&x-axis-scale=even}"
 python -m http.server "$PORT" --bind 127.0.0.1 -d docs/asv > /dev/null 2>&1 &
 server=$!
 trap 'kill "$server"' EXIT
