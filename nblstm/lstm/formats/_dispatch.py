@@ -1,11 +1,12 @@
 """The interface a weight format gives the kernels.
 
 The step loops and the projection (``_kernels``) are written once against
-these five functions; each format registers Numba overloads of them for its
-own weight type (``float.py``: float arrays of panels, ``int8.py``: its
-named tuples), so the choice is made when a kernel is compiled, never in its
-loops. A format's weights for one direction are an object ``weights`` that
-holds column panels of the transposed matrix ``w_t`` (K, N):
+these five functions (and the optional pair below); each format registers
+Numba overloads of them for its own weight type (``float.py``: float arrays
+of panels, ``int8.py``: its named tuples), so the choice is made when a
+kernel is compiled, never in its loops. A format's weights for one
+direction are an object ``weights`` that holds column panels of the
+transposed matrix ``w_t`` (K, N):
 
 * ``panel_count(weights)``: how many panels (each ``width`` columns wide,
   ``width`` = ``_tiles.tile_columns(np.float32)`` for every reduced format).
@@ -59,7 +60,6 @@ def new_scratch(weights, rows, inner, fixed_range):
 
 def direction(weights, d):
     raise NotImplementedError(_JIT_ONLY)
-
 
 
 def pairs_panels(weights, n_rows):
