@@ -130,27 +130,6 @@ def _window_input(x: np.ndarray, t0: int, t1: int, r0: int, r1: int) -> np.ndarr
     return np.ascontiguousarray(window).reshape(r1 - r0, x.shape[2])
 
 
-def _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range) -> None:
-    """Both directions at once, one thread each, window by window: the
-    forward direction takes the windows from the start, the reverse one from
-    the end (windows of equal rows, see :func:`plan_windows`). Each thread
-    projects its own window's input."""
-    windows = plan_windows(step_offsets, c.shape[2], out.itemsize)
-    gx = aligned_empty((2, _window_rows(step_offsets, windows), 4 * c.shape[2]), out.dtype)
-    w_hh, w_hr = (formats.for_rows(w, int(batch_sizes[0])) for w in (layer.w_hh_panels,
-                                                                     layer.w_hr_panels))
-    with parallel_section():
-        for k, forward_span in enumerate(windows):
-            spans = [forward_span, windows[-1 - k]]
-            x_rows = [_window_input(x, a, b, int(step_offsets[a]), int(step_offsets[b]))
-                      for a, b in spans]
-            t_lo = np.array([a for a, _ in spans], dtype=np.int64)
-            t_hi = np.array([b for _, b in spans], dtype=np.int64)
-            _kernels.run_window_both_directions(
-                *x_rows, layer.w_ih_panels, layer.bias, gx, t_lo, t_hi, batch_sizes,
-                step_offsets, h, c, w_hh, w_hr, h_full, out, x_range, layer.gate_options)
-
-
 def _w_hh_bytes(hidden: int, proj_size: int, dtype, weight_itemsize: Optional[int]) -> int:
     """Bytes of a direction's recurrent weights (``weight_itemsize`` per
     weight, default the dtype's)."""
@@ -305,9 +284,15 @@ def _project_window(x_rows, layer, d, gx, threads, x_range) -> None:
 
 def _run_windows(x, layer, plan: LayerPlan, batch_sizes, step_offsets, h, c, h_full, out,
                  x_range) -> None:
-    """Every direction of a layer, window by window (as
-    :func:`_run_bidirectional` pairs them): the windows' input projections,
-    then their steps, by the loop ``plan`` names ("serial": one direction)."""
+    """Every direction of a layer, window by window, by the loop ``plan``
+    names ("serial": one direction). A bidirectional layer pairs the
+    windows: the forward direction takes them from the start, the reverse one
+    from the end (windows of equal rows, see :func:`plan_windows`).
+
+    Each window's input is projected first, on every thread where that
+    repays waking them; with "directions" each of the two threads projects
+    its own direction's window instead (no other pool of threads is woken).
+    """
     n_dirs, batch, hidden = c.shape
     max_batch = int(batch_sizes[0])
     windows = plan_windows(step_offsets, hidden, out.itemsize)
@@ -319,19 +304,25 @@ def _run_windows(x, layer, plan: LayerPlan, batch_sizes, step_offsets, h, c, h_f
                             else (2, n_dirs, 0, h.shape[2]), h.dtype)
     w_hh, w_hr = (formats.for_rows(w, -(-max_batch // plan.groups))
                   for w in (layer.w_hh_panels, layer.w_hr_panels))
-    parallel = partitioned or (plan.kind == "serial" and projects_in_parallel(
-        _window_rows(step_offsets, windows), x.shape[-1], hidden, threads))
+    parallel = plan.kind != "serial" or projects_in_parallel(
+        _window_rows(step_offsets, windows), x.shape[-1], hidden, threads)
     with parallel_section() if parallel else contextlib.nullcontext():
         for k, forward_span in enumerate(windows):
             spans = [forward_span, windows[-1 - k]][:n_dirs]
             rows = [(int(step_offsets[a]), int(step_offsets[b])) for a, b in spans]
-            t0, t1 = forward_span
-            for d, ((a, b), (r0, r1)) in enumerate(zip(spans, rows)):
-                _project_window(_window_input(x, a, b, r0, r1), layer, d, gx[d], threads,
-                                x_range)
+            x_rows = [_window_input(x, a, b, r0, r1) for (a, b), (r0, r1) in zip(spans, rows)]
+            t_lo = np.array([a for a, _ in spans], np.int64)
+            t_hi = np.array([b for _, b in spans], np.int64)
+            if plan.kind == "directions":
+                _kernels.run_window_both_directions(
+                    *x_rows, layer.w_ih_panels, layer.bias, gx, t_lo, t_hi, batch_sizes,
+                    step_offsets, h, c, w_hh, w_hr, h_full, out, x_range, layer.gate_options)
+                continue
+            for d, x_d in enumerate(x_rows):
+                _project_window(x_d, layer, d, gx[d], threads, x_range)
             if not partitioned:
-                _kernels.run_steps(gx[0], rows[0][0], t0, t1, False, batch_sizes, step_offsets,
-                                   h[0], c[0], formats.direction(w_hh, 0),
+                _kernels.run_steps(gx[0], rows[0][0], t_lo[0], t_hi[0], False, batch_sizes,
+                                   step_offsets, h[0], c[0], formats.direction(w_hh, 0),
                                    formats.direction(w_hr, 0), h_full[0], out, 0,
                                    for_direction(layer.gate_options, 0))
                 continue
@@ -348,11 +339,9 @@ def _run_windows(x, layer, plan: LayerPlan, batch_sizes, step_offsets, h, c, h_f
                 h_steps[0] = h
                 h_steps[1] = h
             _kernels.run_steps_partitioned(
-                gx, np.array([r0 for r0, _ in rows], np.int64),
-                np.array([a for a, _ in spans], np.int64),
-                np.array([b for _, b in spans], np.int64),
-                batch_sizes, step_offsets, h, c, w_hh, w_hr, h_full, h_steps, claims, done, out,
-                row_bounds, plan.parts, layer.gate_options)
+                gx, np.array([r0 for r0, _ in rows], np.int64), t_lo, t_hi, batch_sizes,
+                step_offsets, h, c, w_hh, w_hr, h_full, h_steps, claims, done, out, row_bounds,
+                plan.parts, layer.gate_options)
 
 
 def layer_plan(layer: LayerWeights, batch_sizes: np.ndarray, out_size: int,
@@ -375,11 +364,8 @@ def _run_layer(x: np.ndarray, layer: LayerWeights, batch_sizes: np.ndarray,
     has_proj = h.shape[2] != c.shape[2]
     h_full = aligned_empty(c.shape, c.dtype) if has_proj else h
     x_range = formats.input_range(layer, x)
-    plan = layer_plan(layer, batch_sizes, h.shape[2])
-    if plan.kind == "directions":
-        _run_bidirectional(x, layer, batch_sizes, step_offsets, h, c, h_full, out, x_range)
-    else:
-        _run_windows(x, layer, plan, batch_sizes, step_offsets, h, c, h_full, out, x_range)
+    _run_windows(x, layer, layer_plan(layer, batch_sizes, h.shape[2]), batch_sizes,
+                 step_offsets, h, c, h_full, out, x_range)
 
 
 def lstm_forward(x: np.ndarray, batch_sizes: np.ndarray, layers: List[LayerWeights],
