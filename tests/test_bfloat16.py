@@ -16,9 +16,14 @@ from nblstm.lstm.formats import bfloat16
 from nblstm.packing import pack_sequence
 
 needs_bf16 = pytest.mark.skipif(not _cpu.HAS_AVX512_BF16, reason="this CPU has no AVX512-BF16")
-#: Both tile paths where the CPU runs both; the portable one everywhere.
-PATHS = [pytest.param(False, id="portable"),
-         pytest.param(True, id="avx512_bf16", marks=needs_bf16)]
+needs_amx = pytest.mark.skipif(not _cpu.use_amx_bf16(),
+                               reason="no AMX bfloat16 tiles (CPU or kernel)")
+#: The register-tile paths where the CPU runs them (bitwise the twin's); the
+#: portable one everywhere.
+PATHS = [pytest.param("portable", id="portable"),
+         pytest.param("avx512bf16", id="avx512bf16", marks=needs_bf16)]
+#: Every kernel path, AMX included (its own sums: see formats.bfloat16).
+ALL_PATHS = PATHS + [pytest.param("amx", id="amx", marks=needs_amx)]
 
 #: float32 bit patterns of the cases rounding must get right.
 SPECIAL_BITS = np.array([
@@ -111,13 +116,13 @@ def _values(rng, shape, scale_exponents, specials):
         return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("avx512_bf16", PATHS)
+@pytest.mark.parametrize("kernels", PATHS)
 @settings(deadline=None)
 @given(n_rows=st.integers(0, 15), inner=st.integers(1, 41), block_cols=st.integers(1, 2 * 64 + 17),
        n_blocks=st.sampled_from([1, 4]), tall=st.booleans(),
        magnitudes=st.sampled_from([(0, 0), (-8, 8), (-60, -50), (-126, 60)]),
        specials=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
-def test_matmul_accumulate_matches_twin_bitwise(avx512_bf16, n_rows, inner, block_cols, n_blocks,
+def test_matmul_accumulate_matches_twin_bitwise(kernels, n_rows, inner, block_cols, n_blocks,
                                                 tall, magnitudes, specials, seed):
     """Every tile (6, 4, 2-3 sharing a 4-row tile, 1 row), partial panels,
     gate blocks, odd K (padding), and values whose products or partial sums
@@ -128,9 +133,8 @@ def test_matmul_accumulate_matches_twin_bitwise(avx512_bf16, n_rows, inner, bloc
     cols = n_blocks * block_cols
     a = _values(rng, (n_rows + 2, inner), magnitudes, specials)
     w_bits = bfloat16.round_to_bfloat16(_values(rng, (cols, inner), magnitudes, specials))
-    weights = bfloat16.bfloat16_panels(np.ascontiguousarray(w_bits.T), n_blocks, avx512_bf16)
-    assert isinstance(weights, bfloat16.Bf16Panels) and \
-        (type(weights) is bfloat16.Bf16Panels) == avx512_bf16
+    weights = bfloat16.bfloat16_panels(np.ascontiguousarray(w_bits.T), n_blocks, kernels)
+    assert type(weights) is bfloat16.KERNELS[kernels]
     out = rng.standard_normal((a.shape[0], cols)).astype(np.float32)
     expected = out.copy()
     naive.bf16_matmul_accumulate(a, w_bits.T, expected, n_rows)
@@ -152,9 +156,9 @@ BOUNDARY = [
 ]
 
 
-@pytest.mark.parametrize("avx512_bf16", PATHS)
+@pytest.mark.parametrize("kernels", PATHS)
 @pytest.mark.parametrize("acc, a0, w0, expected", BOUNDARY)
-def test_flush_to_zero_boundary(avx512_bf16, acc, a0, w0, expected):
+def test_flush_to_zero_boundary(kernels, acc, a0, w0, expected):
     """K = 4 (no padding pair), the first pair zeros; in the second the odd
     element makes ``acc`` (a3 = acc, w3 = 1, exact), the even one adds
     ``a0 * w0``; ``out`` starts at -0 (so a zero keeps its sign)."""
@@ -162,13 +166,48 @@ def test_flush_to_zero_boundary(avx512_bf16, acc, a0, w0, expected):
     w_bits = bfloat16.round_to_bfloat16(np.array([[0.0, 0.0, w0, 1.0]], np.float32))
     assert bfloat16.widen(bfloat16.round_to_bfloat16(a)).tolist() == a.tolist()
     assert bfloat16.widen(w_bits).tolist() == [[0.0, 0.0, w0, 1.0]]
-    weights = bfloat16.bfloat16_panels(np.ascontiguousarray(w_bits.T), 1, avx512_bf16)
+    weights = bfloat16.bfloat16_panels(np.ascontiguousarray(w_bits.T), 1, kernels)
     out = np.full((1, 1), -0.0, np.float32)
     _kernels.matmul_accumulate(a, weights, out, 1, False, 1, _scratch(1, 4))
     twin = np.full((1, 1), -0.0, np.float32)
     naive.bf16_matmul_accumulate(a, w_bits.T, twin, 1)
     _same(out, np.float32([[expected]]))
     _same(twin, np.float32([[expected]]))
+
+
+@needs_amx
+@settings(deadline=None, max_examples=60)
+@given(n_rows=st.integers(0, 70), inner=st.integers(1, 100), block_cols=st.integers(1, 2 * 64 + 17),
+       n_blocks=st.sampled_from([1, 4]), seed=st.integers(0, 2 ** 32 - 1))
+def test_amx_product_is_within_float32_rounding_and_cut_independent(n_rows, inner, block_cols,
+                                                                    n_blocks, seed):
+    """AMX tiles (whole 32-row blocks, tails of 1-31 rows, tail columns,
+    gate blocks, K padding): within the float32 rounding of a sum of K + 1
+    terms of the exact product of the bfloat16 values, added onto ``out``;
+    each row alone gives bitwise what it gives among the others (so no cut
+    of the rows can change a bit), and the rows past ``n_rows`` are left
+    alone."""
+    rng = np.random.default_rng(seed)
+    cols = n_blocks * block_cols
+    a = _values(rng, (n_rows + 2, inner), (-8, 8), False)
+    w_bits = bfloat16.round_to_bfloat16(_values(rng, (cols, inner), (-8, 8), False))
+    weights = bfloat16.bfloat16_panels(np.ascontiguousarray(w_bits.T), n_blocks, "amx")
+    assert type(weights) is bfloat16.Bf16PanelsAMX and weights.panels.shape[-2] % 16 == 0
+    out0 = rng.standard_normal((a.shape[0], cols)).astype(np.float32)
+    out = out0.copy()
+    _kernels.matmul_accumulate(a, weights, out, n_rows, False, n_blocks,
+                               _scratch(a.shape[0], 32 * -(-inner // 32)))
+    a_wide = bfloat16.widen(bfloat16.round_to_bfloat16(a)).astype(np.float64)
+    w_wide = bfloat16.widen(w_bits).astype(np.float64)
+    exact = out0[:n_rows] + a_wide[:n_rows] @ w_wide.T
+    bound = (inner + 1) * 2.0 ** -24 * (np.abs(out0[:n_rows]) + np.abs(a_wide[:n_rows]) @ np.abs(w_wide.T))
+    assert (np.abs(out[:n_rows] - exact) <= bound).all()
+    np.testing.assert_array_equal(out[n_rows:], out0[n_rows:])
+    for r in range(n_rows):
+        alone = out0[r:r + 1].copy()
+        _kernels.matmul_accumulate(a[r:r + 1], weights, alone, 1, False, n_blocks,
+                                   _scratch(1, 32 * -(-inner // 32)))
+        _same(alone, out[r:r + 1])
 
 
 @settings(deadline=None)
@@ -194,9 +233,14 @@ def _torch_lstm(seed=0, **config):
     return torch.nn.LSTM(**config).eval()
 
 
+def _on_path(model, kernels):
+    """The same bfloat16 model on the ``kernels`` path (a key of ``bfloat16.KERNELS``)."""
+    return model._bfloat16_copy({**model._params, **model._bfloat16_weights()}, kernels=kernels)
+
+
 def _portable_twin(model):
     """The same bfloat16 model on the portable tiles."""
-    return model._bfloat16_copy({**model._params, **model._bfloat16_weights()}, avx512_bf16=False)
+    return _on_path(model, "portable")
 
 
 PLANS = {  # driver thresholds that force each step loop on small sizes
@@ -213,15 +257,18 @@ PLANS = {  # driver thresholds that force each step loop on small sizes
     dict(input_size=20, hidden_size=70, proj_size=17),
     dict(input_size=12, hidden_size=70, num_layers=2, bidirectional=True),
 ], ids=["plain", "proj", "bi2"])
-@pytest.mark.parametrize("batch", [1, 3, 9])
-def test_every_plan_and_path_gives_the_same_bits(monkeypatch, plan, config, batch):
-    """Every row sums its pairs in the same order whatever tile it lands in,
-    so how the work is cut (windows, row groups, split units, 1 or 2
-    threads) and which tile runs (vdpbf16ps or portable) cannot change a bit.
-    The reference is the serial 1-thread run; the error against float32 is
-    bounded too."""
+@pytest.mark.parametrize("batch", [1, 3, 9, 40])
+@pytest.mark.parametrize("kernels", ALL_PATHS)
+def test_every_plan_and_path_gives_the_same_bits(monkeypatch, plan, config, batch, kernels):
+    """Every row sums its pairs in the same order whatever tile it lands in
+    (AMX: whatever block, tile shape or position), so how the work is cut
+    (windows, row groups, split units, 1 or 2 threads) cannot change a bit;
+    nor can which register tile runs (vdpbf16ps or portable). The reference
+    is the serial 1-thread run of the path; the error against float32 is
+    bounded too. 40 rows: whole AMX blocks of 32 and tails of every size
+    as the batch shrinks."""
     model = nblstm.LSTM(**config, seed=4)
-    quantized = model.quantize("bfloat16")
+    quantized = _on_path(model.quantize("bfloat16"), kernels)
     rng = np.random.default_rng(batch)
     lengths = rng.integers(0, 30, batch)
     lengths[0] = 30
@@ -236,7 +283,7 @@ def test_every_plan_and_path_gives_the_same_bits(monkeypatch, plan, config, batc
             monkeypatch.setattr(_driver, name, value)
         nblstm.set_num_threads(min(2, previous))
         runs = [quantized(packed)]
-        if _cpu.HAS_AVX512_BF16:
+        if kernels == "avx512bf16":
             runs.append(_portable_twin(quantized)(packed))
     finally:
         nblstm.set_num_threads(previous)
@@ -271,10 +318,11 @@ def test_bfloat16_propagates_nan_like_float():
     assert np.isnan(out[2:, 1]).all() and not np.isnan(out[:, 0]).any()
 
 
+@needs_bf16
 def test_tiny_inputs_take_the_exact_path_on_both():
     """Inputs of 1e-30 (products below 2**-110) and denormals: the portable
     path emulates vdpbf16ps's flushing, so both paths still agree."""
-    model = nblstm.LSTM(16, 70, seed=1).quantize("bfloat16")
+    model = _on_path(nblstm.LSTM(16, 70, seed=1).quantize("bfloat16"), "avx512bf16")
     x = np.random.default_rng(2).standard_normal((6, 5, 16), dtype=np.float32)
     x[:, :2] *= np.float32(1e-30)
     x[1, 3, :4] = np.float32(1e-39)

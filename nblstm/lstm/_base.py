@@ -146,11 +146,11 @@ class _RecurrentModule:
         self._attach_gate_options()
 
     def _set_bfloat16_parameters(self, params: Dict[str, np.ndarray],
-                                 avx512_bf16: Optional[bool] = None) -> None:
+                                 kernels: Optional[str] = None) -> None:
         """uint16 bfloat16 weights and float32 biases (``params``) by internal
         names; only the biases are kept beside the panels."""
         self._layers = bfloat16_kernel_layout(params, self.num_layers, self.bidirectional,
-                                              self.hidden_size, self.proj_size, avx512_bf16)
+                                              self.hidden_size, self.proj_size, kernels)
         self._prepared = None
         self._keep_biases(params)
         self._int8_scheme = None
@@ -271,7 +271,7 @@ class _RecurrentModule:
             params = checked_bfloat16_parameters(state_dict, current, strict, owner)
             self._set_bfloat16_parameters(
                 {self._internal_name(k): v for k, v in params.items()},
-                self._layers[0].w_hh_panels.__class__ is bfloat16.Bf16Panels)
+                bfloat16.kernels_of(self._layers[0].w_hh_panels))
             return
         if self._int8_scheme is None:
             current = self.state_dict()
@@ -307,8 +307,12 @@ class _RecurrentModule:
             the activations entering each product rounded to bfloat16 the
             same way; products accumulate in float32 as ``vdpbf16ps`` does
             (see ``formats.bfloat16``); biases, gates, ``c`` and ``h`` stay
-            float32. Runs on AVX512-BF16 where the CPU has it, else on
-            float32 FMAs with bitwise the same results.
+            float32. Runs on AMX tiles where the CPU has AMX-BF16 (their
+            sums round in their own order: results differ from the other
+            paths' in the last bits), else on AVX512-BF16 where the CPU has
+            it, else on float32 FMAs with bitwise vdpbf16ps's results. On any
+            path the results do not depend on the batch, the thread count or
+            stream chunking. ``NBLSTM_NO_AMX=1`` keeps AMX off.
 
         Returns
         -------
@@ -350,10 +354,10 @@ class _RecurrentModule:
         model._set_int8_parameters(params, scales, scheme, kernels)
         return model
 
-    def _bfloat16_copy(self, params, avx512_bf16: Optional[bool] = None):
+    def _bfloat16_copy(self, params, kernels: Optional[str] = None):
         """A copy of this model (configuration, mode) holding these bfloat16 weights."""
         model = self._float32_copy()
-        model._set_bfloat16_parameters(params, avx512_bf16)
+        model._set_bfloat16_parameters(params, kernels)
         return model
 
     def _float32_copy(self):

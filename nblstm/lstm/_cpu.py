@@ -49,17 +49,31 @@ def _request_amx_state() -> bool:
 #: The CPU has AMX int8 tiles (``tdpbusd``); see :func:`use_amx_int8`.
 HAS_AMX_INT8 = (FEATURES.get("amx-int8", False) and FEATURES.get("amx-tile", False)
                 and HAS_VNNI)
+#: The CPU has AMX bfloat16 tiles (``tdpbf16ps``); see :func:`use_amx_bf16`.
+HAS_AMX_BF16 = FEATURES.get("amx-bf16", False) and FEATURES.get("amx-tile", False)
 
 
 @functools.lru_cache(maxsize=None)
-def use_amx_int8() -> bool:
-    """Whether int8 models use AMX tiles for products of many rows: the CPU
-    has them, the kernel grants the tile state (asked on the first call, when
-    the first int8 model is built, not at import), and neither
-    ``NBLSTM_PORTABLE_KERNELS=1`` nor ``NBLSTM_NO_AMX=1`` is set."""
-    if not (HAS_AMX_INT8 and USE_VNNI) or os.environ.get("NBLSTM_NO_AMX", "") not in ("", "0"):
+def _amx_allowed() -> bool:
+    """Neither ``NBLSTM_PORTABLE_KERNELS=1`` nor ``NBLSTM_NO_AMX=1`` is set,
+    and the kernel grants the tile state (asked on the first call)."""
+    if FORCE_PORTABLE or os.environ.get("NBLSTM_NO_AMX", "") not in ("", "0"):
         return False
     return _request_amx_state()
+
+
+def use_amx_int8() -> bool:
+    """Whether int8 models use AMX tiles for products of many rows: the CPU
+    has them (and VNNI for the other rows) and :func:`_amx_allowed` (asked
+    when the first int8 model is built, not at import)."""
+    return HAS_AMX_INT8 and _amx_allowed()
+
+
+def use_amx_bf16() -> bool:
+    """Whether bfloat16 models run every product on AMX tiles: the CPU has
+    them and :func:`_amx_allowed` (asked when the first bfloat16 model is
+    built)."""
+    return HAS_AMX_BF16 and _amx_allowed()
 
 
 def describe() -> str:

@@ -31,7 +31,7 @@ from ._gate_options import for_direction, update_units
 from .formats import bfloat16 as _bfloat16_format  # noqa: F401 (overloads)
 from .formats import float as _float_format, int8 as _int8_format  # noqa: F401 (overloads)
 from .formats._dispatch import (direction, new_scratch, pairs_panels, panel_count,
-                                panel_pair_product, panel_product, prepare_rows)
+                                panel_pair_product, panel_product, prepare_rows, whole_product)
 from .formats._tiles import TALL_MIN_ROWS, TALL_TILE_ROWS, TILE_ROWS, _tile_width, tile_columns
 
 
@@ -46,7 +46,8 @@ def accumulate_panels(operand, weights, out, n_rows, tall, n_blocks, block_cols,
     of each of the ``n_blocks`` column blocks of ``weights``: panel ``g *
     per_block + b`` holds columns ``g * block_cols + b * width`` on, those
     below ``(g + 1) * block_cols`` real. Two panels at a time where the
-    format pairs them (``_dispatch.pairs_panels``). Inlined: a call passing
+    format pairs them (``_dispatch.pairs_panels``), all at once where it
+    computes whole products (``_dispatch.whole_product``). Inlined: a call passing
     arrays costs reference counting on each (``formats.float.panel_accumulate``)."""
     width = _tile_width(out)
     per_block = (block_cols + width - 1) // width
@@ -54,6 +55,8 @@ def accumulate_panels(operand, weights, out, n_rows, tall, n_blocks, block_cols,
     total = n_blocks * span
     pair = pairs_panels(weights, n_rows)
     i = 0
+    if whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0, b1):
+        i = total
     while i < total:
         g = i // span
         b = b0 + i - g * span

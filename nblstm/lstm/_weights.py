@@ -266,21 +266,20 @@ def int8_kernel_layout(params: Mapping[str, np.ndarray], scales: Mapping[str, np
 
 def bfloat16_kernel_layout(params: Mapping[str, np.ndarray], num_layers: int,
                            bidirectional: bool, hidden_size: int, proj_size: int,
-                           avx512_bf16: Optional[bool] = None) -> List[LayerWeights]:
+                           kernels: Optional[str] = None) -> List[LayerWeights]:
     """The kernel layout of a bfloat16 model: ``params`` holds torch's weights
     as uint16 bit patterns (and float32 biases) by torch's names. See
-    ``formats.bfloat16`` for ``avx512_bf16``."""
+    ``formats.bfloat16`` for ``kernels``."""
     layers = []
     for layer in range(num_layers):
         names = _layer_suffixes(layer, bidirectional)
 
         def panels(key, blocks):
-            return bfloat16_panels(np.stack([params[key + n].T for n in names]), blocks,
-                                   avx512_bf16)
+            return bfloat16_panels(np.stack([params[key + n].T for n in names]), blocks, kernels)
 
         bias = _summed_bias(params, names, hidden_size, np.dtype(np.float32))
         w_hr = (panels("weight_hr", 1) if proj_size > 0 else
-                bfloat16_panels(np.zeros((len(names), 0, 0), np.uint16), 1, avx512_bf16))
+                bfloat16_panels(np.zeros((len(names), 0, 0), np.uint16), 1, kernels))
         layers.append(LayerWeights(panels("weight_ih", 4), bias, panels("weight_hh", 4), w_hr))
     return layers
 

@@ -25,6 +25,13 @@ transposed matrix ``w_t`` (K, N):
 * ``direction(weights, d)``: direction ``d``'s weights from the stacked
   (D, ...) weights of a layer.
 
+A format may instead compute all the panels of a product in one call:
+``whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0,
+b1)`` does what the loop over ``panel_product`` would (``out[:n_rows] +=``
+the operand times panels ``[b0, b1)`` of each of the ``n_blocks`` column
+blocks) and returns True, or returns False and the loop runs. Only AMX
+bfloat16 weights take it: their tile configuration and blocking span panels.
+
 Where ``pairs_panels(weights, n_rows)`` is true, the loops run two panels at
 once: ``panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq)``
 is ``panel_product`` of panels ``p`` and ``q`` for one row. Only the float
@@ -66,6 +73,10 @@ def pairs_panels(weights, n_rows):
     raise NotImplementedError(_JIT_ONLY)
 
 
+def whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0, b1):
+    raise NotImplementedError(_JIT_ONLY)
+
+
 def panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
     raise NotImplementedError(_JIT_ONLY)
 
@@ -80,3 +91,10 @@ def _pairs_panels(weights, n_rows):
 def _no_pair_tile(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
     if not isinstance(weights, types.Array):
         return lambda operand, weights, p, q, out, j0p, nvp, j0q, nvq: None  # never called
+
+
+@overload(whole_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _no_whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0, b1):
+    if not (isinstance(weights, types.BaseNamedTuple)
+            and getattr(weights.instance_class, "WHOLE_PRODUCT", False)):
+        return lambda operand, weights, out, n_rows, n_blocks, block_cols, b0, b1: False

@@ -1,4 +1,4 @@
-"""bfloat16 weights: rounding to bf16, pair-interleaved panels, vdpbf16ps tiles.
+"""bfloat16 weights: rounding to bf16, pair-interleaved panels, AMX and vdpbf16ps tiles.
 
 The format
     A weight matrix ``W`` (N, K) (torch's layout) is stored as bfloat16: the
@@ -16,9 +16,11 @@ Panels
     G = ceil(K / 2) rounded up to even: row ``g`` holds, for each column, its
     weights of rows ``2g`` and ``2g + 1`` -- the operand layout of
     ``vdpbf16ps``, whose 32-bit lanes each hold a pair of bf16 (the even row
-    in the low half). The tiles read a panel as (G, width) uint32 pairs. K is
-    zero-padded; the activation rows are padded with zeros too (a 0 weight
-    times a NaN or inf would not add nothing).
+    in the low half), and of AMX's ``tdpbf16ps`` weight tiles (16 pair rows
+    x 16 columns). The tiles read a panel as (G, width) uint32 pairs. K is
+    zero-padded (to whole AMX tiles, 32, for the AMX path); the activation
+    rows are padded with zeros too (a 0 weight times a NaN or inf would not
+    add nothing).
 
 Numerics: what vdpbf16ps computes
     Measured on this CPU (Sapphire Rapids class, ``avx512bf16``) against the
@@ -38,6 +40,21 @@ Numerics: what vdpbf16ps computes
     whose payload may differ from a float32 FMA's (not part of the contract).
     A tile starts its sums from 0 and adds them to ``out`` at the end (one
     float32 addition), so ``acc`` never enters a step as a denormal.
+
+AMX (:class:`Bf16PanelsAMX`, where the CPU has AMX-BF16 and Linux grants
+the tile state)
+    Every product, whatever its rows, runs on ``tdpbf16ps`` blocks of 32
+    rows x 32 columns (tail blocks configured to the rows and columns left;
+    :func:`amx_panels`), accumulating onto ``out`` itself. Its sums are its
+    own: no order of float32 FMAs reproduces them (measured; 7-63% of the
+    results differ from vdpbf16ps's in the last bits, all within float32
+    rounding of the exact sum), so AMX models differ from the other paths
+    in the last bits. Each row's result depends only on that row, so on
+    this path too any batch, cut, thread count or stream chunking gives
+    bitwise the same results. ``tdpbf16ps`` reads denormal operands as zero
+    and flushes denormal results, as vdpbf16ps does. Measured here (2
+    threads, T=100, I=H=512, B=64): 5.5x the vdpbf16ps tiles; at one row
+    (H=128) as fast as them.
 
 Tiles
     4 (or 6, or 1) rows x ``width`` columns of float32 sums stay in registers
@@ -66,7 +83,7 @@ Tiles
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 from llvmlite import ir
@@ -76,7 +93,7 @@ from numba.extending import intrinsic, overload
 from ..._codegen import fused_multiply_add, prefer_vector_width
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
-from . import _dispatch
+from . import _amx, _dispatch
 from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns, tile_schedule
 
 #: Columns of one bfloat16 panel (and tile): the float32 tile's, so every
@@ -116,6 +133,14 @@ class Bf16PanelsPortable(Bf16Panels):
     """:class:`Bf16Panels` for the portable (float32 FMA) tiles; same fields."""
 
 
+class Bf16PanelsAMX(Bf16Panels):
+    """:class:`Bf16Panels` whose products, whatever their rows, run on AMX
+    tiles (``tdpbf16ps``, see the module doc); G is a multiple of
+    ``_amx.GROUPS_PER_TILE`` (whole tiles of K)."""
+
+    WHOLE_PRODUCT = True  # all panels in one call: see _dispatch.whole_product
+
+
 class Bf16Rows(NamedTuple):
     """Scratch: activation rows rounded to bfloat16 for one product.
 
@@ -130,14 +155,21 @@ class Bf16Rows(NamedTuple):
     min_exponent: np.ndarray
 
 
-_BF16_CLASSES = (Bf16Panels, Bf16PanelsPortable)
+_BF16_CLASSES = (Bf16Panels, Bf16PanelsPortable, Bf16PanelsAMX)
+#: The weights class of each kernel path.
+KERNELS = {"amx": Bf16PanelsAMX, "avx512bf16": Bf16Panels, "portable": Bf16PanelsPortable}
 
 
-def panels_class(avx512_bf16=None):
-    """The weights class for the vdpbf16ps tiles (default: where the CPU has
-    them, see ``_cpu.USE_AVX512_BF16``) or the portable ones."""
-    use = _cpu.USE_AVX512_BF16 if avx512_bf16 is None else avx512_bf16
-    return Bf16Panels if use else Bf16PanelsPortable
+def default_kernels() -> str:
+    """The best kernel path this CPU allows (see ``_cpu``)."""
+    if _cpu.use_amx_bf16():
+        return "amx"
+    return "avx512bf16" if _cpu.USE_AVX512_BF16 else "portable"
+
+
+def kernels_of(weights: Bf16Panels) -> str:
+    """The kernel path (a key of KERNELS) of these weights."""
+    return next(name for name, cls in KERNELS.items() if type(weights) is cls)
 
 
 # ----------------------------------------------------------------- rounding (NumPy side)
@@ -366,7 +398,7 @@ def _exact_row(pairs, r, panel, out, j0, n_valid):
 
 @overload(_needs_exact, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _needs_exact_overload(rows, weights):
-    if weights.instance_class is Bf16Panels:
+    if weights.instance_class in (Bf16Panels, Bf16PanelsAMX):
         return lambda rows, weights: False  # the instruction itself: always exact
 
     def portable(rows, weights):
@@ -515,6 +547,92 @@ def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
         _tile_1_row(pairs, exact, weights, panel, out, rest, j0, n_valid)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _amx_block(q, r0, panel, c0, out, j, n_row_tiles, n_weight_tiles):
+    """One block of ``_amx``'s ``accumulate_RxC`` onto ``out[r0:, j:]``."""
+    if n_row_tiles == 2:
+        if n_weight_tiles == 2:
+            _amx.accumulate_2x2(q, r0, panel, c0, out, r0, j)
+        else:
+            _amx.accumulate_2x1(q, r0, panel, c0, out, r0, j)
+    elif n_weight_tiles == 2:
+        _amx.accumulate_1x2(q, r0, panel, c0, out, r0, j)
+    else:
+        _amx.accumulate_1x1(q, r0, panel, c0, out, r0, j)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _amx_pass(q, panels, out, r_lo, r_hi, row_tiles, n_blocks, block_cols, b0, b1, tail):
+    """Blocks of rows ``[r_lo, r_hi)`` (32 at a time, or one block of
+    ``row_tiles`` tiles) over panels ``[b0, b1)`` of every column block:
+    their whole 32 columns, or with ``tail`` only the columns past the last
+    whole 32 of each block's last panel (the tiles configured to fit).
+
+    A panel (K x 64 weights) is the outer loop, so it is read from L2 once
+    for every block of rows (the rows outer, streaming all the weights once
+    per 32 rows, ran 0.71-0.87x; the rows innermost 0.83-1.0x, on products
+    of 128 rows x K 80-1536 x N 1024-6144 here)."""
+    per_block = (block_cols + WIDTH - 1) // WIDTH
+    for g in range(n_blocks):
+        for b in range(b0, b1):
+            panel = panels[g * per_block + b].view(np.uint32)
+            j0 = g * block_cols + b * WIDTH
+            n_cols = min(WIDTH, block_cols - b * WIDTH)
+            whole_cols = n_cols // _amx.BLOCK_COLUMNS * _amx.BLOCK_COLUMNS
+            weight_tiles = 1 + (n_cols - whole_cols > _amx.BLOCK_COLUMNS // 2)
+            for r0 in range(r_lo, r_hi, _amx.BLOCK_ROWS):
+                if tail:
+                    if whole_cols < n_cols:
+                        _amx_block(q, r0, panel, whole_cols, out, j0 + whole_cols, row_tiles,
+                                   weight_tiles)
+                else:
+                    for c0 in range(0, whole_cols, _amx.BLOCK_COLUMNS):
+                        _amx_block(q, r0, panel, c0, out, j0 + c0, row_tiles, 2)
+
+
+@njit(**JIT_OPTIONS)
+def amx_panels(q, panels, out, n_rows, n_blocks, block_cols, b0, b1):
+    """``out[:n_rows] +=`` bf16 rows ``q`` times panels ``[b0, b1)`` of each
+    of the ``n_blocks`` column blocks (``_dispatch.whole_product``) on AMX
+    tiles; ``panels`` (n_panels, G, 2 WIDTH) uint16 with G whole tiles of K.
+
+    Blocks of 32 rows x 32 columns; ``tdpbf16ps`` accumulates onto ``out``
+    itself (loaded into the accumulator tiles, stored back). The rows past the last 32 and the columns past the last 32 of a block
+    go in tail blocks, with the tiles configured to exactly what is left,
+    so nothing outside the rows and columns asked for is read from ``out``
+    or written (another thread may own it): at most four configurations a
+    product. Each row's sums depend only on that row, its value in ``out``
+    and the panel, never on the block, the tile shape or the position it is
+    in, so how rows are cut changes no bit. A call of its own, not inlined
+    (the tile state would weigh on every step of the kernels that hold it,
+    as ``int8._amx_blocks`` measured)."""
+    half = _amx.BLOCK_ROWS // 2
+    whole_rows = n_rows // _amx.BLOCK_ROWS * _amx.BLOCK_ROWS
+    tail_rows = n_rows - whole_rows
+    tail_cols = block_cols % _amx.BLOCK_COLUMNS
+    has_tail_cols = tail_cols > 0 and b1 * WIDTH >= block_cols  # only the last panel has one
+    cols_0 = min(half, tail_cols)
+    cols_1 = max(0, tail_cols - half)
+    if whole_rows > 0:
+        _amx.configure()
+        _amx_pass(q, panels, out, 0, whole_rows, 2, n_blocks, block_cols, b0, b1, False)
+        if has_tail_cols:
+            _amx.configure_shape(half, half, cols_0, cols_1)
+            _amx_pass(q, panels, out, 0, whole_rows, 2, n_blocks, block_cols, b0, b1, True)
+    if tail_rows > 0:
+        row_tiles = 1 + (tail_rows > half)
+        rows_0 = min(half, tail_rows)
+        rows_1 = max(0, tail_rows - half)
+        _amx.configure_shape(rows_0, rows_1, half, half)
+        _amx_pass(q, panels, out, whole_rows, n_rows, row_tiles, n_blocks, block_cols, b0, b1,
+                  False)
+        if has_tail_cols:
+            _amx.configure_shape(rows_0, rows_1, cols_0, cols_1)
+            _amx_pass(q, panels, out, whole_rows, n_rows, row_tiles, n_blocks, block_cols, b0,
+                      b1, True)
+    _amx.release()
+
+
 # ----------------------------------------------------------------- the format interface
 
 
@@ -525,8 +643,12 @@ def _is_bf16(weights) -> bool:
 @overload(_dispatch.new_scratch, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _new_scratch(weights, rows, inner, fixed_range):
     if _is_bf16(weights):
+        # AMX tiles read 32 bf16 of K a row (zeros past K); the register tiles pairs.
+        inner_multiple = 2 * _amx.GROUPS_PER_TILE if weights.instance_class is Bf16PanelsAMX \
+            else 4
+
         def impl(weights, rows, inner, fixed_range):
-            padded = (inner + 3) // 4 * 4
+            padded = (inner + inner_multiple - 1) // inner_multiple * inner_multiple
             return Bf16Rows(np.zeros((rows, padded), np.uint16), np.zeros(1, np.int64))
         return impl
 
@@ -542,11 +664,25 @@ def _prepare_rows(a, n_rows, weights, scratch):
 
 @overload(_dispatch.panel_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _panel_product(operand, weights, p, out, n_rows, j0, n_valid, tall):
+    if _is_bf16(weights) and weights.instance_class is Bf16PanelsAMX:
+        def amx(operand, weights, p, out, n_rows, j0, n_valid, tall):
+            amx_panels(operand.q, weights.panels[p:p + 1], out[:, j0:j0 + n_valid], n_rows,
+                       np.int64(1), np.int64(n_valid), np.int64(0), np.int64(1))
+        return amx
     if _is_bf16(weights):
         def impl(operand, weights, p, out, n_rows, j0, n_valid, tall):
             panel_accumulate(operand, weights, weights.panels[p].view(np.uint32), out, n_rows,
                              j0, n_valid, tall)
         return impl
+
+
+@overload(_dispatch.whole_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0, b1):
+    if _is_bf16(weights) and weights.instance_class is Bf16PanelsAMX:
+        def amx(operand, weights, out, n_rows, n_blocks, block_cols, b0, b1):
+            amx_panels(operand.q, weights.panels, out, n_rows, n_blocks, block_cols, b0, b1)
+            return True
+        return amx
 
 
 @overload(_dispatch.panel_count, inline="always", jit_options=INLINE_JIT_OPTIONS)
@@ -568,24 +704,32 @@ def _direction(weights, d):
 # ----------------------------------------------------------------- layout
 
 
-def bfloat16_panels(w_t: np.ndarray, blocks: int, avx512_bf16=None) -> Bf16Panels:
+def bfloat16_panels(w_t: np.ndarray, blocks: int, kernels: Optional[str] = None) -> Bf16Panels:
     """The bfloat16 weights of ``W.T`` (..., K, N) uint16 bit patterns.
 
     ``blocks`` equal column blocks (the gates) each get panels of their own;
-    K is zero-padded to a multiple of 4 (an even number of pairs). Returns
-    :func:`panels_class`'s named tuple (``avx512_bf16`` None: as the CPU allows).
+    K is zero-padded to a multiple of 4 (an even number of pairs), of 32 for
+    AMX (whole tiles). ``kernels`` is a key of KERNELS (None:
+    :func:`default_kernels`); its class is returned.
     """
     from .._weights import column_panels
 
+    if kernels is not None and kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
+    cls = KERNELS[kernels or default_kernels()]
+    if cls is Bf16PanelsAMX and not _cpu.use_amx_bf16():  # also asks Linux for the tile state
+        raise ValueError("kernels='amx' needs AMX bfloat16 tiles, which this CPU or kernel does "
+                         "not give; use 'avx512bf16' or 'portable'")
     *lead, n_inner, n_cols = w_t.shape
-    n_pairs = 2 * -(-n_inner // 4)
+    pair_multiple = _amx.GROUPS_PER_TILE if cls is Bf16PanelsAMX else 2
+    n_pairs = pair_multiple * -(-n_inner // (2 * pair_multiple))
     padded = np.zeros((*lead, 2 * n_pairs, n_cols), np.uint16)
     padded[..., :n_inner, :] = w_t
     # (..., pairs, 2, N) -> (..., pairs, N, 2): each column's 2 weights of a pair together.
     pairs = np.swapaxes(padded.reshape(*lead, n_pairs, 2, n_cols), -1, -2)
     panels = column_panels(np.ascontiguousarray(pairs).reshape(*lead, n_pairs, 2 * n_cols),
                            width=2 * WIDTH, blocks=blocks)
-    return panels_class(avx512_bf16)(panels, lowest_exponent(w_t))
+    return cls(panels, lowest_exponent(w_t))
 
 
 def weight_from_panels(weights: Bf16Panels, direction: int, n_inner: int, n_cols: int,

@@ -461,7 +461,7 @@ def _amx_blocks(rows, weights, panel, out, n_rows, j0, n_valid):
     tile state and 4 KiB of stack made every one-row step of the kernels that
     hold it 0.4 us slower (T2000 B1 H64: 3.2 against 2.4 ms)."""
     n_blocks = n_rows // _amx.BLOCK_ROWS
-    sums = carray(_amx.sums_buffer(), (_amx.BLOCK_ROWS, _amx.BLOCK_COLUMNS))
+    sums = carray(_amx.sums_buffer(weights.col_sums), (_amx.BLOCK_ROWS, _amx.BLOCK_COLUMNS))
     _amx.configure()
     for b in range(n_blocks):
         r0 = b * _amx.BLOCK_ROWS
