@@ -348,6 +348,37 @@ def test_projection_kernels_match_numpy(n_rows, n_inputs, block_cols, n_blocks, 
         assert np.isnan(gx[n_rows:]).all()  # rows past x untouched
 
 
+def test_borrowed_views_share_memory_and_keep_no_reference_counts():
+    """``borrowed`` views (of an array, and of the arrays in a named tuple)
+    read and write the caller's memory and leave its reference count as it
+    was; scalars and None pass through."""
+    import sys
+
+    from numba import njit
+
+    from nblstm._codegen import borrowed
+    from nblstm.lstm.formats.int8 import QuantizedRows
+
+    @njit
+    def fill(a, rows, options):
+        view = borrowed(a[1:])
+        rows = borrowed(rows)
+        for i in range(view.shape[0]):
+            view[i] = i + 1.0
+        rows.scale[0] = view[view.shape[0] - 1]
+        rows.zero[0] = 7
+        return borrowed(options) is None, borrowed(np.int64(3))
+
+    a = np.zeros(5, np.float32)
+    rows = QuantizedRows(np.zeros((1, 8), np.uint8), np.zeros(1, np.float32),
+                         np.zeros(1, np.int32), np.empty(0, np.float32))
+    counts = [sys.getrefcount(x) for x in (a, *rows)]
+    assert fill(a, rows, None) == (True, 3)
+    np.testing.assert_array_equal(a, [0, 1, 2, 3, 4])
+    assert rows.scale[0] == 4 and rows.zero[0] == 7
+    assert [sys.getrefcount(x) for x in (a, *rows)] == counts
+
+
 def test_kernels_get_the_preferred_vector_width():
     """``prefer_vector_width`` reaches LLVM: with AVX-512 a vectorised loop
     uses 512-bit (zmm) registers, which LLVM's tuning for recent Intel cores

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .._codegen import atomic_add, atomic_load, prefer_vector_width, spin_pause
+from .._codegen import atomic_add, atomic_load, borrowed, prefer_vector_width, spin_pause
 from .._config import JIT_OPTIONS, PARALLEL_JIT_OPTIONS
 from ._gate_options import for_direction, update_units
 from .formats import bfloat16 as _bfloat16_format  # noqa: F401 (overloads)
@@ -206,11 +206,15 @@ def run_rows(gx, gx_row0, step_lo, step_hi, reverse, batch_sizes, step_offsets, 
     ``[step_lo, step_hi)``, serially (see :func:`run_steps`; ``h``, ``c`` and
     ``h_full`` are the whole batch's). At step ``t`` the rows below
     ``batch_sizes[t]`` are active; sequences never interact, so row ranges
-    run on separate threads without synchronisation."""
+    run on separate threads without synchronisation. The loop passes
+    :func:`borrowed` views (no reference counts to update at every step)."""
     prefer_vector_width()
-    h_rows = h[row_lo:row_hi]
-    c_rows = c[row_lo:row_hi]
-    h_full_rows = h_full[row_lo:row_hi]
+    gx, out, batch_sizes, step_offsets = borrowed((gx, out, batch_sizes, step_offsets))
+    h_rows = borrowed(h[row_lo:row_hi])
+    c_rows = borrowed(c[row_lo:row_hi])
+    h_full_rows = borrowed(h_full[row_lo:row_hi])
+    w_hh_panels, w_hr_panels = borrowed((w_hh_panels, w_hr_panels))
+    scratch, gate_options = borrowed((scratch, gate_options))
     for s in range(step_hi - step_lo):
         t = step_hi - 1 - s if reverse else step_lo + s
         n_rows = min(batch_sizes[t], row_hi) - row_lo
@@ -333,9 +337,13 @@ def _split_rows(q, n_parts, claims, done, gx, gx_row0, step_lo, step_hi, reverse
     phases_per_step = 2 if has_proj else 1
     n_steps = step_hi - step_lo
     zero = np.int64(0)
-    h_rows = h[row_lo:row_hi]
-    c_rows = c[row_lo:row_hi]
-    h_full_rows = h_full[row_lo:row_hi]
+    claims, done, gx, out, h_even, h_odd = borrowed((claims, done, gx, out, h_even, h_odd))
+    batch_sizes, step_offsets = borrowed((batch_sizes, step_offsets))
+    h_rows = borrowed(h[row_lo:row_hi])
+    c_rows = borrowed(c[row_lo:row_hi])
+    h_full_rows = borrowed(h_full[row_lo:row_hi])
+    w_hh_panels, w_hr_panels = borrowed((w_hh_panels, w_hr_panels))
+    scratch, gate_options = borrowed((scratch, gate_options))
     for s in range(n_steps):
         t = step_hi - 1 - s if reverse else step_lo + s
         n_rows = min(batch_sizes[t], row_hi) - row_lo
@@ -467,7 +475,22 @@ def run_chunk(x, w_ih_panels, bias, w_hh_panels, w_hr_panels, h0, c0, h, c, h_fu
             h[r, p] = h0[r, p]
         for j in range(c.shape[1]):
             c[r, j] = c0[r, j]
-    scratch = step_scratch(w_hh_panels, h, c)
+    _run_full_steps(gx, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out,
+                    step_scratch(w_hh_panels, h, c), gate_options)
+
+
+@njit(**JIT_OPTIONS)
+def _run_full_steps(gx, n_rows, h, c, w_hh_panels, w_hr_panels, h_full, out, scratch,
+                    gate_options):
+    """The steps of :func:`run_chunk`: rows ``[0, n_rows)`` of ``gx``, B =
+    ``h.shape[0]`` a step, all active. A kernel of its own so that every
+    array its loop passes :func:`borrowed` is its caller's, the scratch
+    included."""
+    prefer_vector_width()
+    batch = h.shape[0]
+    gx, h, c, h_full, out = borrowed((gx, h, c, h_full, out))
+    w_hh_panels, w_hr_panels = borrowed((w_hh_panels, w_hr_panels))
+    scratch, gate_options = borrowed((scratch, gate_options))
     for lo in range(0, n_rows, batch):
         lstm_step(gx[lo:lo + batch], batch, h, c, w_hh_panels, w_hr_panels, h_full, out, lo,
                   0, scratch, gate_options)
