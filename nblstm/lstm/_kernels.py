@@ -31,12 +31,14 @@ from ._gate_options import for_direction, update_units
 from .formats import bfloat16 as _bfloat16_format  # noqa: F401 (overloads)
 from .formats import float as _float_format, int8 as _int8_format  # noqa: F401 (overloads)
 from .formats._dispatch import (direction, new_scratch, pairs_panels, panel_count,
-                                panel_pair_product, panel_product, prepare_rows, whole_product)
+                                panel_pair_product, panel_product, prepare_rows, row_block,
+                                whole_product)
 from .formats._tiles import TALL_MIN_ROWS, TALL_TILE_ROWS, TILE_ROWS, _tile_width, tile_columns
 
 
-#: Rows of the input projection taken at a time (whole tiles): the chunk of
-#: input rows stays in the L2 cache while every weight panel passes over it.
+#: Rows of the input projection taken at a time (rounded down to whole row
+#: blocks, ``_dispatch.row_block``): the chunk of input rows stays in the L2
+#: cache while every weight panel passes over it.
 PROJECTION_CHUNK_ROWS = 128
 
 
@@ -116,9 +118,11 @@ def project_rows(x, w_ih_panels, bias, gx, n_blocks, x_range):
     prefer_vector_width()
     n_rows = x.shape[0]
     n_cols = np.uint64(gx.shape[1])
-    scratch = new_scratch(w_ih_panels, min(n_rows, PROJECTION_CHUNK_ROWS), x.shape[1], x_range)
-    for lo in range(0, n_rows, PROJECTION_CHUNK_ROWS):
-        hi = min(n_rows, lo + PROJECTION_CHUNK_ROWS)
+    block = row_block(w_ih_panels)
+    chunk = max(block, PROJECTION_CHUNK_ROWS // block * block)
+    scratch = new_scratch(w_ih_panels, min(n_rows, chunk), x.shape[1], x_range)
+    for lo in range(0, n_rows, chunk):
+        hi = min(n_rows, lo + chunk)
         for r in range(lo, hi):
             for j in range(n_cols):
                 gx[r, j] = bias[j]
@@ -128,20 +132,22 @@ def project_rows(x, w_ih_panels, bias, gx, n_blocks, x_range):
 
 @njit(**PARALLEL_JIT_OPTIONS)
 def project(x, w_ih_panels, bias, gx, n_blocks, n_threads, x_range):
-    """As :func:`project_rows`, in chunks of at most
-    :data:`PROJECTION_CHUNK_ROWS` rows spread over the threads (the same pool
-    as the recurrence, so no other pool's threads are left spinning on the
-    cores it needs). The chunk count is a multiple of ``n_threads`` and the
-    chunks are equal (whole tall tiles), so every thread gets the same work."""
+    """As :func:`project_rows`, on ``n_threads`` threads at once (the same
+    pool as the recurrence, so no other pool's threads are left spinning on
+    the cores it needs): each takes one run of rows, a whole multiple of the
+    format's row block (``_dispatch.row_block``: whole tall tiles, or AMX
+    blocks, so no chunk leaves rows to slower tiles), which
+    :func:`project_rows` cuts into chunks. Every thread gets the same rows,
+    give or take one block (equal chunks of whole tall tiles left 24 of
+    every 120 rows of int8's AMX projection to its VNNI tiles)."""
     prefer_vector_width()
     n_rows = x.shape[0]
-    n_chunks = (n_rows + PROJECTION_CHUNK_ROWS - 1) // PROJECTION_CHUNK_ROWS
-    n_chunks = (n_chunks + n_threads - 1) // n_threads * n_threads
-    size = (n_rows + n_chunks - 1) // n_chunks
-    size = (size + TALL_TILE_ROWS - 1) // TALL_TILE_ROWS * TALL_TILE_ROWS
-    for q in prange(n_chunks):
-        lo = min(n_rows, q * size)
-        hi = min(n_rows, lo + size)
+    block = row_block(w_ih_panels)
+    per_thread = (n_rows + n_threads - 1) // n_threads
+    per_thread = (per_thread + block - 1) // block * block
+    for q in prange(n_threads):
+        lo = min(n_rows, q * per_thread)
+        hi = min(n_rows, lo + per_thread)
         project_rows(x[lo:hi], w_ih_panels, bias, gx[lo:hi], n_blocks, x_range)
 
 

@@ -32,6 +32,10 @@ the operand times panels ``[b0, b1)`` of each of the ``n_blocks`` column
 blocks) and returns True, or returns False and the loop runs. Only AMX
 bfloat16 weights take it: their tile configuration and blocking span panels.
 
+``row_block(weights)`` is the rows a product of many rows is best cut into
+whole multiples of: the tallest register tile (``_tiles.TALL_TILE_ROWS``),
+or a weights class's ``ROW_BLOCK`` (an AMX block, 32).
+
 Where ``pairs_panels(weights, n_rows)`` is true, the loops run two panels at
 once: ``panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq)``
 is ``panel_product`` of panels ``p`` and ``q`` for one row. Only the float
@@ -45,6 +49,7 @@ from numba import types
 from numba.extending import overload
 
 from ..._config import INLINE_JIT_OPTIONS
+from ._tiles import TALL_TILE_ROWS
 
 _JIT_ONLY = "a weight-format interface function is only callable from jitted code"
 
@@ -77,6 +82,10 @@ def whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0, b1):
     raise NotImplementedError(_JIT_ONLY)
 
 
+def row_block(weights):
+    raise NotImplementedError(_JIT_ONLY)
+
+
 def panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
     raise NotImplementedError(_JIT_ONLY)
 
@@ -98,3 +107,11 @@ def _no_whole_product(operand, weights, out, n_rows, n_blocks, block_cols, b0, b
     if not (isinstance(weights, types.BaseNamedTuple)
             and getattr(weights.instance_class, "WHOLE_PRODUCT", False)):
         return lambda operand, weights, out, n_rows, n_blocks, block_cols, b0, b1: False
+
+
+@overload(row_block, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _row_block(weights):
+    rows = TALL_TILE_ROWS
+    if isinstance(weights, types.BaseNamedTuple):
+        rows = getattr(weights.instance_class, "ROW_BLOCK", TALL_TILE_ROWS)
+    return lambda weights: rows

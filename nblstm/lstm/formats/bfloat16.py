@@ -139,6 +139,7 @@ class Bf16PanelsAMX(Bf16Panels):
     ``_amx.GROUPS_PER_TILE`` (whole tiles of K)."""
 
     WHOLE_PRODUCT = True  # all panels in one call: see _dispatch.whole_product
+    ROW_BLOCK = 32  # whole AMX blocks: see _dispatch.row_block
 
 
 class Bf16Rows(NamedTuple):

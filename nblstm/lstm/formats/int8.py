@@ -100,6 +100,8 @@ class Int8PanelsAMX(Int8Panels):
     (``_amx``; fewer rows on the VNNI tiles); K is padded to whole AMX tiles
     (a multiple of 64)."""
 
+    ROW_BLOCK = 32  # rows past whole AMX blocks run on the VNNI tiles: _dispatch.row_block
+
 
 class QuantizedRows(NamedTuple):
     """Scratch: activation rows quantised for one product.
