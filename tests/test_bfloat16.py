@@ -497,6 +497,19 @@ def test_quantize_errors():
         nblstm.LSTMCell(4, 8).quantize("int8").quantize("bfloat16")
 
 
+def test_kernel_path_errors(monkeypatch):
+    w_bits = bfloat16.round_to_bfloat16(np.ones((1, 8, 4), np.float32))
+    with pytest.raises(ValueError, match=r"kernels must be one of 'amx', 'avx512bf16', "
+                                         r"'portable', got 'avx2'"):
+        bfloat16.bfloat16_panels(w_bits, 1, "avx2")
+    monkeypatch.setattr(_cpu, "use_amx_bf16", lambda: False)
+    with pytest.raises(ValueError, match=r"kernels='amx' needs AMX bfloat16 tiles, which this "
+                                         r"CPU or kernel does not give; use 'avx512bf16' or "
+                                         r"'portable'"):
+        bfloat16.bfloat16_panels(w_bits, 1, "amx")
+    assert bfloat16.default_kernels() in ("avx512bf16", "portable")  # AMX off: the next best
+
+
 def test_bfloat16_load_state_dict_errors():
     quantized = nblstm.LSTMCell(4, 8, seed=0).quantize("bfloat16")
     state = quantized.state_dict()

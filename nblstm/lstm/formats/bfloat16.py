@@ -598,8 +598,9 @@ def amx_panels(q, panels, out, n_rows, n_blocks, block_cols, b0, b1):
     tiles; ``panels`` (n_panels, G, 2 WIDTH) uint16 with G whole tiles of K.
 
     Blocks of 32 rows x 32 columns; ``tdpbf16ps`` accumulates onto ``out``
-    itself (loaded into the accumulator tiles, stored back). The rows past the last 32 and the columns past the last 32 of a block
-    go in tail blocks, with the tiles configured to exactly what is left,
+    itself (loaded into the accumulator tiles, stored back). The rows past
+    the last 32 and the columns past the last 32 of a block go in tail
+    blocks, with the tiles configured to exactly what is left,
     so nothing outside the rows and columns asked for is read from ``out``
     or written (another thread may own it): at most four configurations a
     product. Each row's sums depend only on that row, its value in ``out``
