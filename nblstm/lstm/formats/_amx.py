@@ -42,7 +42,8 @@ _VOID = ir.VoidType()
 #: Rows and columns of one block (see module doc).
 BLOCK_ROWS = 32
 BLOCK_COLUMNS = 32
-#: 4-weight groups of K one tile covers (64 bytes of activations a row).
+#: Panel rows of K one weight tile covers (int8: groups of 4 weights,
+#: bfloat16: pairs; 64 bytes of activations a row either way).
 GROUPS_PER_TILE = 16
 
 
