@@ -20,8 +20,8 @@ import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-ASV_DIR = ROOT / "asv_bench"
+from asv_helpers import ASV_DIR, ROOT, asv_executable, gate_module, private_config
+
 BENCH = r"time_pack_pad_roundtrip\('nblstm'\)"
 
 
@@ -53,26 +53,14 @@ def _two_commit_repo(path: pathlib.Path) -> list:
 @pytest.mark.asv_gate
 def test_gate_runs_on_two_commits(tmp_path):
     pytest.importorskip("asv")
-    sys.path.insert(0, str(ASV_DIR))
-    try:
-        import gate
-    finally:
-        sys.path.pop(0)
     base, head = _two_commit_repo(tmp_path / "repo")
-
-    conf = gate._load_json5(str(ASV_DIR / "asv.conf.json"))
-    conf.update(repo=str(tmp_path / "repo"), benchmark_dir=str(ASV_DIR / "benchmarks"),
-                env_dir=str(tmp_path / "env"), results_dir=str(tmp_path / "results"),
-                html_dir=str(tmp_path / "html"), branches=["main"])
-    config = tmp_path / "asv.conf.json"
-    config.write_text(json.dumps(conf))
+    config = private_config(tmp_path, tmp_path / "repo", branches=["main"])
 
     env = dict(os.environ, HOME=str(tmp_path))  # asv keeps its machine file in ~
     home_cache = pathlib.Path.home() / ".cache" / "pip"
     if home_cache.is_dir():
         env.setdefault("PIP_CACHE_DIR", str(home_cache))
-    asv = os.path.join(os.path.dirname(sys.executable), "asv")
-    asv = asv if os.path.exists(asv) else shutil.which("asv")
+    asv = asv_executable()
     subprocess.run([asv, "machine", "--yes", "--machine", "gate-test"], cwd=ASV_DIR, env=env,
                    check=True, capture_output=True, timeout=120)
 
@@ -101,11 +89,7 @@ def test_gate_runs_on_two_commits(tmp_path):
 
 
 def test_parse_changes():
-    sys.path.insert(0, str(ASV_DIR))
-    try:
-        import gate
-    finally:
-        sys.path.pop(0)
+    gate = gate_module()
     table = """
 | Change   | Before [aaaaaaaa] <main>   | After [bbbbbbbb] <HEAD>   |   Ratio | Benchmark (Parameter)   |
 |----------|----------------------------|---------------------------|---------|-------------------------|

@@ -1,33 +1,19 @@
 """The asv benchmark suite still runs (a quick, reduced run; no timing is asserted)."""
 
-import json
 import os
-import pathlib
-import shutil
 import subprocess
-import sys
 
 import pytest
 
-ASV_DIR = pathlib.Path(__file__).resolve().parents[1] / "asv_bench"
+from asv_helpers import ASV_DIR, asv_executable, private_config
 
 
 def test_asv_quick_run(tmp_path):
     pytest.importorskip("asv")
-    sys.path.insert(0, str(ASV_DIR))
-    try:
-        import gate
-    finally:
-        sys.path.pop(0)
-    asv = shutil.which("asv") or os.path.join(os.path.dirname(sys.executable), "asv")
-    # asv writes results/<machine>/machine.json even on a dry run: keep it (and
-    # everything else asv writes) out of the tracked results.
-    conf = gate._load_json5(str(ASV_DIR / "asv.conf.json"))
-    conf.update(repo=str(ASV_DIR.parent), benchmark_dir=str(ASV_DIR / "benchmarks"),
-                env_dir=str(tmp_path / "env"), results_dir=str(tmp_path / "results"),
-                html_dir=str(tmp_path / "html"))
-    config = tmp_path / "asv.conf.json"
-    config.write_text(json.dumps(conf))
+    asv = asv_executable()
+    # asv writes results/<machine>/machine.json even on a dry run: private_config
+    # keeps it (and everything else asv writes) out of the tracked results.
+    config = private_config(tmp_path, ASV_DIR.parent)
     env = dict(os.environ, HOME=str(tmp_path))  # asv keeps its machine file in ~
     subprocess.run([asv, "machine", "--yes"], cwd=ASV_DIR, env=env, check=True,
                    capture_output=True, timeout=120)
