@@ -1,7 +1,7 @@
 """The interface a weight format gives the kernels.
 
 The step loops and the projection (``_kernels``) are written once against
-these five functions (and the optional pair below); each format registers
+these five functions (and the optional ones below); each format registers
 Numba overloads of them for its own weight type (``float.py``: float arrays
 of panels, ``int8.py``: its named tuples), so the choice is made when a
 kernel is compiled, never in its loops. A format's weights for one
