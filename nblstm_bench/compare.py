@@ -86,7 +86,7 @@ REDUCED_TARGETS = {
     },
 }
 RATE_CASE = "b64_h512"  # the case whose multiply-add / GEMM rate is reported
-CPU_FEATURES = ("avx512vnni", "avx512bf16", "avxvnni", "amx-bf16", "amx-int8", "avx512f")
+CPU_FEATURES = ("avx512vnni", "avx512bf16", "avxvnni", "amx-bf16", "amx-int8", "avx512f", "avx2")
 
 
 def reduced_target(precision: str, peer: str, case_name: str) -> Optional[float]:
@@ -152,6 +152,14 @@ def cpu_features() -> Optional[dict]:
     except Exception:
         return None
     return {k: bool(feats.get(k, False)) for k in CPU_FEATURES}
+
+
+def kernel_path(precision: str) -> str:
+    """The kernel path nblstm's ``quantize(precision)`` picks on this CPU
+    (a key of the format's KERNELS: amx, vnni, avx2, avx512bf16, portable)."""
+    from nblstm.lstm.formats import bfloat16, int8
+
+    return {"int8": int8.default_kernels, "bfloat16": bfloat16.default_kernels}[precision]()
 
 
 def cpu_features_text() -> str:
@@ -972,7 +980,8 @@ def main(argv=None) -> int:
             f"# {nb_label} vs {' / '.join(label for _, label in REDUCED_PEERS[precision])} — {now:%Y-%m-%d %H:%M} UTC",
             "",
             f"Machine: {machine}; precision {precision} (weights; float32 input and output). {versions()}.",
-            f"CPU features (llvmlite.binding.get_host_cpu_features()): {cpu_features_text()}.",
+            f"CPU features (llvmlite.binding.get_host_cpu_features()): {cpu_features_text()}; "
+            f"nblstm's {precision} kernel path: {kernel_path(precision)}.",
             method + f"ms = median per-call time in the rounds; speedup = median of per-round ratios peer time / "
             f"{nb_label} time. Every runner was called once before timing and its max abs error against torch "
             f"float32 on the same input measured (torch float32 itself is not timed). packed_bi_h256 is a "

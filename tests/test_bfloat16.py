@@ -503,10 +503,15 @@ def test_kernel_path_errors(monkeypatch):
                                          r"'portable', got 'avx2'"):
         bfloat16.bfloat16_panels(w_bits, 1, "avx2")
     monkeypatch.setattr(_cpu, "use_amx_bf16", lambda: False)
+    monkeypatch.setattr(_cpu, "HAS_AVX512_BF16", True)  # the error names the usable paths
     with pytest.raises(ValueError, match=r"kernels='amx' needs AMX bfloat16 tiles, which this "
                                          r"CPU or kernel does not give; use 'avx512bf16' or "
                                          r"'portable'"):
         bfloat16.bfloat16_panels(w_bits, 1, "amx")
+    monkeypatch.setattr(_cpu, "HAS_AVX512_BF16", False)  # the usable paths only
+    with pytest.raises(ValueError, match=r"kernels='avx512bf16' needs AVX512-BF16, which this CPU "
+                                         r"or kernel does not give; use 'portable'$"):
+        bfloat16.bfloat16_panels(w_bits, 1, "avx512bf16")
     assert bfloat16.default_kernels() in ("avx512bf16", "portable")  # AMX off: the next best
 
 

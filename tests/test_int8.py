@@ -20,17 +20,20 @@ from nblstm.packing import pack_sequence
 
 needs_vnni = pytest.mark.skipif(not _cpu.HAS_VNNI, reason="this CPU has no AVX512-VNNI/AVX-VNNI")
 needs_amx = pytest.mark.skipif(not _cpu.use_amx_int8(), reason="no AMX int8 tiles (CPU or kernel)")
+needs_avx2 = pytest.mark.skipif(not _cpu.HAS_AVX2, reason="this CPU has no AVX2")
 #: Every tile path the CPU runs; the portable one everywhere.
 PATHS = [pytest.param("portable", id="portable"), pytest.param("vnni", id="vnni", marks=needs_vnni),
-         pytest.param("amx", id="amx", marks=needs_amx)]
+         pytest.param("amx", id="amx", marks=needs_amx),
+         pytest.param("avx2", id="avx2", marks=needs_avx2)]
 
 
-def _scratch(rows, inner, fixed_range=None):
-    """Scratch as ``new_scratch`` makes it for any path (AMX's padding)."""
+def _scratch(rows, inner, fixed_range=None, dtype=np.uint8):
+    """Scratch as ``new_scratch`` makes it for any path (AMX's padding; the
+    AVX2 tiles' uint16 activations)."""
     padded = -(-inner // 64) * 64
     rows = -(-rows // 32) * 32
     rng = np.empty(0, np.float32) if fixed_range is None else np.asarray(fixed_range, np.float32)
-    return int8.QuantizedRows(np.empty((rows, padded), np.uint8), np.empty(rows, np.float32),
+    return int8.QuantizedRows(np.empty((rows, padded), dtype), np.empty(rows, np.float32),
                               np.empty(rows, np.int32), rng)
 
 
@@ -91,14 +94,16 @@ def test_choose_qparams_edges(lo, hi, qmax):
         naive.activation_qparams(lo, hi, 0, qmax)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16], ids=["uint8", "uint16"])
 @settings(deadline=None)
 @given(st.integers(0, 9), st.integers(1, 40), st.booleans(), st.booleans(),
        st.sampled_from([127, 255]), st.integers(0, 2**32 - 1))
-def test_quantize_rows_matches_twin(n_rows, inner, per_tensor, fixed, qmax, seed):
+def test_quantize_rows_matches_twin(dtype, n_rows, inner, per_tensor, fixed, qmax, seed):
+    """Into uint8 rows (VNNI, AMX, portable) and uint16 ones (AVX2) alike."""
     rng = np.random.default_rng(seed)
     a = (rng.standard_normal((n_rows + 1, inner)) * rng.uniform(0.01, 10)).astype(np.float32)
     fixed_range = (np.float32(a.min() - 1), np.float32(a.max() + 0.5)) if fixed else None
-    rows = _scratch(n_rows + 1, inner, fixed_range if per_tensor else None)
+    rows = _scratch(n_rows + 1, inner, fixed_range if per_tensor else None, dtype)
     int8.quantize_rows(a, n_rows, rows, qmax, per_tensor)
     q, scale, zero = naive.quantize_rows(a[:n_rows], qmax, per_tensor,
                                          fixed_range if per_tensor else None)
@@ -141,8 +146,49 @@ def test_matmul_accumulate_matches_twin_bitwise(kernels, n_rows, inner, block_co
     expected = out.copy()
     naive.int8_matmul_accumulate(a, q.T, scale, expected, n_rows, weights.qmax, per_tensor)
     _kernels.matmul_accumulate(a, weights, out, n_rows, tall, n_blocks,
-                               _scratch(a.shape[0], inner))
+                               _scratch(a.shape[0], inner, dtype=weights.ACTIVATION_DTYPE))
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("kernels", PATHS)
+@pytest.mark.parametrize("weight", [127, -128])
+def test_largest_sums_are_exact(kernels, weight):
+    """Activations at 255 against weights at 127 or -128: every pair of
+    products is past int16 (255 * 127 * 2 = 64770), where ``vpmaddubsw``
+    would saturate; the AVX2 tiles widen to 16 bits first and stay exact."""
+    inner, cols = 72, 70
+    a = np.ones((5, inner), np.float32)
+    a[:, 0] = 0.0  # each row's range [0, 1]: every other value quantises to 255
+    q_t = np.full((inner, cols), weight, np.int8)
+    weights = int8.int8_panels(q_t, np.full(cols, 1e-3, np.float32), 1, kernels=kernels)
+    out = np.zeros((5, cols), np.float32)
+    expected = out.copy()
+    naive.int8_matmul_accumulate(a, q_t, weights.scales, expected, 5, 255, False)
+    rows = _scratch(5, inner, dtype=weights.ACTIVATION_DTYPE)
+    _kernels.matmul_accumulate(a, weights, out, 5, True, 1, rows)
+    assert rows.q[0, 1] == 255
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_kernel_path_errors(monkeypatch):
+    q_t = np.ones((8, 4), np.int8)
+    scales = np.ones(4, np.float32)
+    with pytest.raises(ValueError, match=r"kernels must be one of 'vnni', 'portable', 'amx', "
+                                         r"'avx2', got 'avx512bf16'"):
+        int8.int8_panels(q_t, scales, 1, kernels="avx512bf16")
+    monkeypatch.setattr(_cpu, "HAS_VNNI", False)
+    monkeypatch.setattr(_cpu, "HAS_AVX2", False)
+    with pytest.raises(ValueError, match=r"kernels='vnni' needs AVX512-VNNI or AVX-VNNI, which "
+                                         r"this CPU or kernel does not give; use 'portable'"):
+        int8.int8_panels(q_t, scales, 1, kernels="vnni")
+    with pytest.raises(ValueError, match=r"kernels='avx2' needs AVX2, which this CPU"):
+        int8.int8_panels(q_t, scales, 1, kernels="avx2")
+    monkeypatch.setattr(_cpu, "use_amx_int8", lambda: False)
+    monkeypatch.setattr(_cpu, "USE_VNNI", False)
+    monkeypatch.setattr(_cpu, "USE_AVX2", True)
+    assert int8.default_kernels() == "avx2"  # no VNNI: AVX2 next
+    monkeypatch.setattr(_cpu, "USE_AVX2", False)
+    assert int8.default_kernels() == "portable"
 
 
 @settings(deadline=None)

@@ -13,7 +13,7 @@ import functools
 import os
 import platform
 import sys
-from typing import Dict
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from .._config import target_features
 
@@ -24,11 +24,15 @@ FEATURES: Dict[str, bool] = target_features()
 
 #: u8 x s8 dot products into int32 (``vpdpbusd``), 512-bit or AVX-VNNI 256-bit.
 HAS_VNNI = FEATURES.get("avx512vnni", False) or FEATURES.get("avxvnni", False)
+#: 16-bit multiply-adds into int32 (``vpmaddwd``), the int8 tiles where VNNI is missing.
+HAS_AVX2 = FEATURES.get("avx2", False)
 #: bfloat16 pair dot products into float32 (``vdpbf16ps``).
 HAS_AVX512_BF16 = FEATURES.get("avx512bf16", False)
 
 #: Whether int8 models run on VNNI tiles (unless forced portable).
 USE_VNNI = HAS_VNNI and not FORCE_PORTABLE
+#: Whether int8 models without VNNI run on vpmaddwd tiles (unless forced portable).
+USE_AVX2 = HAS_AVX2 and not FORCE_PORTABLE
 #: Whether bfloat16 models run on vdpbf16ps tiles (unless forced portable).
 USE_AVX512_BF16 = HAS_AVX512_BF16 and not FORCE_PORTABLE
 
@@ -76,7 +80,24 @@ def use_amx_bf16() -> bool:
     return HAS_AMX_BF16 and _amx_allowed()
 
 
+def check_kernels(kernels: Optional[str], paths: Iterable[str],
+                  needs: Dict[str, Tuple[Callable[[], bool], str]]) -> None:
+    """Refuse a kernel path this process cannot run: ``kernels`` must be
+    None or one of ``paths``, and where ``needs[kernels]`` is ``(available,
+    what)``, ``available()`` must be true (LLVM cannot select an
+    instruction the CPU lacks: compiling it would end the process)."""
+    paths = list(paths)
+    if kernels is None:
+        return
+    if kernels not in paths:
+        raise ValueError(f"kernels must be one of {', '.join(map(repr, paths))}, got {kernels!r}")
+    if kernels in needs and not needs[kernels][0]():
+        usable = [p for p in paths if p != kernels and (p not in needs or needs[p][0]())]
+        raise ValueError(f"kernels={kernels!r} needs {needs[kernels][1]}, which this CPU or kernel "
+                         f"does not give; use {' or '.join(map(repr, usable))}")
+
+
 def describe() -> str:
     """The features that decide the kernel paths, as ``name=yes/no`` pairs."""
-    names = ("avx512f", "avx512vnni", "avxvnni", "avx512bf16", "amx-int8", "amx-bf16")
+    names = ("avx2", "avx512f", "avx512vnni", "avxvnni", "avx512bf16", "amx-int8", "amx-bf16")
     return ", ".join(f"{n}={'yes' if FEATURES.get(n, False) else 'no'}" for n in names)

@@ -107,6 +107,72 @@ def dpbusd_1_row(typingctx, tile, q, r, k, panel, g):
     return types.none(tile, q, r, k, panel, g), codegen
 
 
+# ----------------------------------------------------------------- int8 on AVX2: vpmaddwd
+
+#: i16 lanes of one AVX2 vector; each ``vpmaddwd`` lane sums two products.
+_PMADDWD = "llvm.x86.avx2.pmadd.wd"
+_VEC8 = ir.VectorType(_I32, 8)
+_WORDS = ir.VectorType(ir.IntType(16), 16)
+_BYTES = ir.VectorType(ir.IntType(8), 16)
+_QUADS = ir.VectorType(_I64, 4)
+
+
+def _emit_pmaddwd(builder, tile, words, slots, weights, n_vectors):
+    """``tile[slot]`` (``n_vectors`` int32 vectors each) += vpmaddwd(broadcast
+    words, weight vectors): ``words`` are i8 pointers to 4 uint16 activations
+    per row (any pointer type); ``weights`` an i8 pointer to ``n_vectors`` runs of 16 int8
+    weights (4 columns x 4), each sign-extended to 16 bits. A result lane
+    holds the sum of two of a column's four products: lanes ``2c`` and
+    ``2c + 1`` of a vector are column ``c``'s halves, added in the epilogue."""
+    function = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VEC8, [_WORDS, _WORDS]), _PMADDWD)
+    vectors = [builder.sext(builder.load(builder.bitcast(
+        builder.gep(weights, [ir.Constant(_I64, 16 * v)]), _BYTES.as_pointer()), align=1), _WORDS)
+        for v in range(n_vectors)]
+    undef = ir.Constant(_QUADS, ir.Undefined)
+    for word, slot in zip(words, slots):
+        value = builder.load(builder.bitcast(word, _I64.as_pointer()), align=2)
+        splat = builder.shuffle_vector(builder.insert_element(undef, value, ir.Constant(_I32, 0)),
+                                       undef, ir.Constant(ir.VectorType(_I32, 4), [0] * 4))
+        splat = builder.bitcast(splat, _WORDS)
+        for v in range(n_vectors):
+            where = builder.gep(tile, [ir.Constant(_I64, (n_vectors * slot + v) * 8)])
+            where = builder.bitcast(where, _VEC8.as_pointer())
+            product = builder.call(function, [splat, vectors[v]])
+            builder.store(builder.add(builder.load(where, align=4), product), where, align=4)
+
+
+@intrinsic
+def pmaddwd_4_rows(typingctx, tile, q, r0, r1, r2, r3, k, panel, g, c0):
+    """Tile rows 0..3 (16 int32 each: 8 columns x 2 halves) += uint16
+    ``q[r_i, k:k + 4]`` . int8 ``panel[g]`` columns ``[c0, c0 + 8)`` (the
+    panel layout of ``int8.py``). 8 accumulators: AVX2 has 16 registers."""
+    def codegen(context, builder, signature, args):
+        tile_v, q_v, *rows, k_v, panel_v, g_v, c0_v = args
+        words = [_item_pointer(context, builder, signature.args[1], q_v, [r, k_v]) for r in rows]
+        column = builder.mul(c0_v, context.get_constant(types.intp, 4))
+        weights = _item_pointer(context, builder, signature.args[7], panel_v, [g_v, column])
+        _emit_pmaddwd(builder, tile_v, words, range(4), weights, 2)
+        return context.get_dummy_value()
+
+    return types.none(tile, q, r0, r1, r2, r3, k, panel, g, c0), codegen
+
+
+@intrinsic
+def pmaddwd_1_row(typingctx, tile, q, r, k, panel, g, c0):
+    """Tile row 0 (64 int32: 32 columns x 2 halves) += ``q[r, k:k + 4]`` .
+    ``panel[g]`` columns ``[c0, c0 + 32)``."""
+    def codegen(context, builder, signature, args):
+        tile_v, q_v, r_v, k_v, panel_v, g_v, c0_v = args
+        word = _item_pointer(context, builder, signature.args[1], q_v, [r_v, k_v])
+        column = builder.mul(c0_v, context.get_constant(types.intp, 4))
+        weights = _item_pointer(context, builder, signature.args[4], panel_v, [g_v, column])
+        _emit_pmaddwd(builder, tile_v, [word], [0], weights, 8)
+        return context.get_dummy_value()
+
+    return types.none(tile, q, r, k, panel, g, c0), codegen
+
+
 # ----------------------------------------------------------------- bfloat16: vdpbf16ps
 
 #: float32 lanes += the dot product of two bf16 pairs per lane (AVX512-BF16).

@@ -159,6 +159,9 @@ class Bf16Rows(NamedTuple):
 _BF16_CLASSES = (Bf16Panels, Bf16PanelsPortable, Bf16PanelsAMX)
 #: The weights class of each kernel path.
 KERNELS = {"amx": Bf16PanelsAMX, "avx512bf16": Bf16Panels, "portable": Bf16PanelsPortable}
+#: What each path but the portable one needs: (available, its name in errors).
+_NEEDS = {"amx": (lambda: _cpu.use_amx_bf16(), "AMX bfloat16 tiles"),  # also asks Linux for the tile state
+          "avx512bf16": (lambda: _cpu.HAS_AVX512_BF16, "AVX512-BF16")}
 
 
 def default_kernels() -> str:
@@ -716,12 +719,8 @@ def bfloat16_panels(w_t: np.ndarray, blocks: int, kernels: Optional[str] = None)
     """
     from .._weights import column_panels
 
-    if kernels is not None and kernels not in KERNELS:
-        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
+    _cpu.check_kernels(kernels, KERNELS, _NEEDS)
     cls = KERNELS[kernels or default_kernels()]
-    if cls is Bf16PanelsAMX and not _cpu.use_amx_bf16():  # also asks Linux for the tile state
-        raise ValueError("kernels='amx' needs AMX bfloat16 tiles, which this CPU or kernel does "
-                         "not give; use 'avx512bf16' or 'portable'")
     *lead, n_inner, n_cols = w_t.shape
     pair_multiple = _amx.GROUPS_PER_TILE if cls is Bf16PanelsAMX else 2
     n_pairs = pair_multiple * -(-n_inner // (2 * pair_multiple))
