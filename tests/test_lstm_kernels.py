@@ -115,6 +115,67 @@ def test_matmul_accumulate(n_rows, inner, block_cols, n_blocks, dtype, tall, see
     assert np.array_equal(out[n_rows:], expected[n_rows:])  # rows past n_rows untouched
 
 
+@pytest.fixture(scope="module")
+def k_steps():
+    """Both reductions of the float many-row tiles, on the same tile: the
+    loops everywhere, the AVX2 FMA steps (``formats.float``) beside them."""
+    from numba import carray, njit
+
+    from nblstm._config import FASTMATH_FLAGS
+    from nblstm.lstm.formats import float as float_format
+    from nblstm.lstm.formats._tiles import TALL_TILE_ROWS, _tile_buffer
+
+    @njit(fastmath=FASTMATH_FLAGS, error_model="numpy")  # the kernels' flags: contraction
+    def run(a, rows, panel, c0, start, six, fma):
+        tile_ptr = _tile_buffer(a)
+        tile = carray(tile_ptr, (TALL_TILE_ROWS * start.shape[1],))
+        for i in range(start.shape[0]):
+            for jj in range(start.shape[1]):
+                tile[i * start.shape[1] + jj] = start[i, jj]
+        if six and fma:
+            float_format._fma_steps_6(tile_ptr, a, rows[0], panel, c0)
+        elif six:
+            float_format._loop_steps_6(tile_ptr, a, rows[0], panel, c0)
+        elif fma:
+            float_format._fma_steps_4(tile_ptr, a, rows[0], rows[1], rows[2], rows[3], panel, c0)
+        else:
+            float_format._loop_steps_4(tile_ptr, a, rows[0], rows[1], rows[2], rows[3], panel, c0)
+        result = start.copy()
+        for i in range(start.shape[0]):
+            for jj in range(start.shape[1]):
+                result[i, jj] = tile[i * start.shape[1] + jj]
+        return result
+
+    return run
+
+
+@pytest.mark.skipif(not __import__("nblstm.lstm.formats.float", fromlist=["x"]).FMA_STEPS,
+                    reason="the float tiles run FMA steps only with AVX2 and FMA, no AVX-512")
+@pytest.mark.parametrize("six", [False, True], ids=["4_rows", "6_rows"])
+@settings(deadline=None, max_examples=30)
+@given(inner=st.integers(1, 70), dtype=dtypes, second_pass=st.booleans(), seed=st.integers(0, 99))
+def test_fma_steps_give_the_loops_bits(k_steps, six, inner, dtype, second_pass, seed):
+    """The AVX2 FMA steps and the loops they replace: one FMA per k in
+    order from the same start, so bitwise the same tile (4 rows with a
+    repeated one, 6 rows; either pass of a panel; float32 and float64)."""
+    from nblstm.lstm.formats._tiles import pass_columns
+
+    rng = np.random.default_rng(seed)
+    width = pass_columns(dtype)
+    a = _rand(rng, (6, inner), dtype)
+    panel = _rand(rng, (inner, tile_columns(dtype)), dtype)
+    start = _rand(rng, (6 if six else 4, width), dtype)
+    c0 = width if second_pass and 2 * width <= tile_columns(dtype) else 0
+    # Rows are run-time values, as in the kernels (literal equal rows would let
+    # LLVM share one product between two sums and leave both unfused).
+    rows = np.array([0, 1, 2, 3] if six else [0, 1, 2, 2], np.int64)
+    loops = k_steps(a, rows, panel, c0, start, six, False)
+    np.testing.assert_array_equal(k_steps(a, rows, panel, c0, start, six, True), loops)
+    expected = start.astype(np.float64) + (a if six else a[rows]).astype(np.float64) \
+        @ panel[:, c0:c0 + width].astype(np.float64)
+    np.testing.assert_allclose(loops, expected, rtol=TOLERANCE[dtype] * inner, atol=TOLERANCE[dtype] * inner)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.integers(2, 31), st.integers(1, 70), st.integers(1, 3 * 64 + 9), st.sampled_from([1, 4]),
        dtypes, st.integers(0, 2**32 - 1))

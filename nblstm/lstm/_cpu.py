@@ -26,6 +26,8 @@ FEATURES: Dict[str, bool] = target_features()
 HAS_VNNI = FEATURES.get("avx512vnni", False) or FEATURES.get("avxvnni", False)
 #: 16-bit multiply-adds into int32 (``vpmaddwd``), the int8 tiles where VNNI is missing.
 HAS_AVX2 = FEATURES.get("avx2", False)
+#: Fused multiply-add (with AVX2: the float tiles' explicit FMA steps, ``_x86``).
+HAS_FMA = FEATURES.get("fma", False)
 #: bfloat16 pair dot products into float32 (``vdpbf16ps``).
 HAS_AVX512_BF16 = FEATURES.get("avx512bf16", False)
 

@@ -25,6 +25,19 @@ def tile_columns(dtype) -> int:
     return TILE_ROW_BYTES // np.dtype(dtype).itemsize
 
 
+#: Vector registers of a tile row that one pass over K keeps: all 4 with
+#: AVX-512 (32 registers); 2 with AVX2, whose 16 registers a 4- or 6-row tile
+#: of 4 would overflow (float32 spilled to 47% of single-thread sgemm on Zen
+#: 3; 6 rows x 2 vectors is BLIS's Haswell kernel).
+PASS_VECTORS = 4 if PREFERRED_VECTOR_BITS else 2
+
+
+def pass_columns(dtype) -> int:
+    """Columns of ``dtype`` one pass of a many-row tile covers: the panel's
+    :func:`tile_columns` with AVX-512, half of them with AVX2."""
+    return tile_columns(dtype) * PASS_VECTORS // 4
+
+
 def _tile_width(a):
     """:func:`tile_columns` of ``a.dtype``, as a compile-time constant in kernels."""
     raise NotImplementedError("only callable from jitted code")
@@ -33,6 +46,17 @@ def _tile_width(a):
 @overload(_tile_width, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _tile_width_overload(a):
     width = tile_columns(as_dtype(a.dtype))
+    return lambda a: width
+
+
+def _pass_width(a):
+    """:func:`pass_columns` of ``a.dtype``, a compile-time constant in kernels."""
+    raise NotImplementedError("only callable from jitted code")
+
+
+@overload(_pass_width, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _pass_width_overload(a):
+    width = pass_columns(as_dtype(a.dtype))
     return lambda a: width
 
 

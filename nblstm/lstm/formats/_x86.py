@@ -107,6 +107,85 @@ def dpbusd_1_row(typingctx, tile, q, r, k, panel, g):
     return types.none(tile, q, r, k, panel, g), codegen
 
 
+# ----------------------------------------------------------------- floats on AVX2: FMA steps
+
+#: Bytes of an AVX2 vector.
+_YMM_BYTES = 32
+
+
+def _float_type(dtype):
+    return ir.DoubleType() if dtype == types.float64 else ir.FloatType()
+
+
+def _emit_fma_rows(context, builder, tile, values, weights, dtype, n_vectors):
+    """``tile[slot]`` (``n_vectors`` vectors each) = fma(broadcast value,
+    weight vector, itself) for each row ``values[slot]`` (a pointer to one
+    float); ``weights`` points at ``n_vectors`` consecutive vectors. The
+    weights load first and each row's broadcast just before its FMAs, so
+    one register holds a broadcast at a time."""
+    element = _float_type(dtype)
+    lanes = _YMM_BYTES // context.get_abi_sizeof(element)
+    vec = ir.VectorType(element, lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+        f"llvm.fma.v{lanes}f{context.get_abi_sizeof(element) * 8}")
+    vectors = [builder.load(builder.bitcast(builder.gep(weights, [ir.Constant(_I64, lanes * v)]),
+                                            vec.as_pointer()), align=context.get_abi_sizeof(element))
+               for v in range(n_vectors)]
+    undef = ir.Constant(vec, ir.Undefined)
+    tile = builder.bitcast(tile, element.as_pointer())
+    for slot, value in enumerate(values):
+        splat = builder.shuffle_vector(builder.insert_element(undef, builder.load(value),
+                                                              ir.Constant(_I32, 0)),
+                                       undef, ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes))
+        for v in range(n_vectors):
+            where = builder.gep(tile, [ir.Constant(_I64, (n_vectors * slot + v) * lanes)])
+            where = builder.bitcast(where, vec.as_pointer())
+            total = builder.call(fma, [splat, vectors[v], builder.load(where, align=4)])
+            builder.store(total, where, align=4)
+
+
+def _float_operands(a, panel) -> bool:
+    return (isinstance(a, types.Array) and a.dtype in (types.float32, types.float64)
+            and isinstance(panel, types.Array) and panel.dtype == a.dtype)
+
+
+@intrinsic
+def fma_4_rows(typingctx, tile, a, r0, r1, r2, r3, k, panel, c0):
+    """Tile rows 0..3 (two AVX2 vectors each: 16 float32 or 8 float64
+    columns) = fma(``a[r_i, k]``, ``panel[k, c0:]``, themselves)."""
+    if not _float_operands(a, panel):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tile_v, a_v, *rows, k_v, panel_v, c0_v = args
+        values = [_item_pointer(context, builder, signature.args[1], a_v, [r, k_v]) for r in rows]
+        weights = _item_pointer(context, builder, signature.args[7], panel_v, [k_v, c0_v])
+        _emit_fma_rows(context, builder, tile_v, values, weights, signature.args[1].dtype, 2)
+        return context.get_dummy_value()
+
+    return types.none(tile, a, r0, r1, r2, r3, k, panel, c0), codegen
+
+
+@intrinsic
+def fma_6_rows(typingctx, tile, a, r, k, panel, c0):
+    """Tile rows 0..5 = fma(``a[r + i, k]``, ``panel[k, c0:]``, themselves),
+    two vectors each (BLIS's 6 x 16 Haswell kernel for float32)."""
+    if not _float_operands(a, panel):
+        return None
+
+    def codegen(context, builder, signature, args):
+        tile_v, a_v, r_v, k_v, panel_v, c0_v = args
+        values = [_item_pointer(context, builder, signature.args[1], a_v,
+                                [builder.add(r_v, context.get_constant(types.intp, i)), k_v])
+                  for i in range(6)]
+        weights = _item_pointer(context, builder, signature.args[4], panel_v, [k_v, c0_v])
+        _emit_fma_rows(context, builder, tile_v, values, weights, signature.args[1].dtype, 2)
+        return context.get_dummy_value()
+
+    return types.none(tile, a, r, k, panel, c0), codegen
+
+
 # ----------------------------------------------------------------- int8 on AVX2: vpmaddwd
 
 #: i16 lanes of one AVX2 vector; each ``vpmaddwd`` lane sums two products.

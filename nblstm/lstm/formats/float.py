@@ -14,8 +14,10 @@ from numba.extending import overload
 
 from ..._codegen import prefer_vector_width
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
-from . import _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, _tile_width, tile_schedule
+from .. import _cpu
+from . import _dispatch, _tiles
+from ._x86 import fma_4_rows, fma_6_rows
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _pass_width, _tile_buffer, _tile_width, tile_schedule
 
 
 # The tile functions below compute ``out[r:r + rows, j0:j0 + n_valid] +=
@@ -26,50 +28,44 @@ from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, _tile_width, tile_s
 # last panel start from zero and are never stored.
 
 
+#: Whether the many-row tiles run their reduction as explicit AVX2 FMA steps
+#: (``_x86.fma_4_rows``/``fma_6_rows``): LLVM's own schedule of the loops
+#: hoists every row's broadcast and spills (6 x 16 float32 on Zen 3: 19
+#: GMAC/s a core against 44; single-thread sgemm 40). The same FMAs in the
+#: same order, so the same bits as the loops, which run everywhere else
+#: (AVX-512, CPUs without AVX2 and FMA). Decided by the features Numba
+#: compiles for, which its cache keys on (``NUMBA_CPU_FEATURES`` overrides
+#: them), not by NBLSTM_PORTABLE_KERNELS, which it does not see: float
+#: weights are plain arrays, so no type carries the choice.
+FMA_STEPS = _tiles.PASS_VECTORS == 2 and _cpu.HAS_AVX2 and _cpu.HAS_FMA
+
+
 @njit(inline="always", **JIT_OPTIONS)
-def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
-    """Rows ``r0..r3``; a row may repeat (a tile of 2 or 3 distinct rows):
-    its copies compute the same sums in the same order, so they store the
-    same values, and the panel is still streamed once for all of them."""
+def _loop_steps_4(tile_ptr, a, r0, r1, r2, r3, panel, c0):
+    """Tile rows 0..3 (``_pass_width`` columns each) += ``a[r_i, k] *
+    panel[k, c0:c0 + width]`` for every k in order, one FMA each."""
     prefer_vector_width()
-    width = _tile_width(out)
-    tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
-    for jj in range(n_valid):
-        tile[jj] = out[r0, j0 + jj]
-        tile[width + jj] = out[r1, j0 + jj]
-        tile[2 * width + jj] = out[r2, j0 + jj]
-        tile[3 * width + jj] = out[r3, j0 + jj]
-    for jj in range(n_valid, width):
-        tile[jj] = tile[width + jj] = tile[2 * width + jj] = tile[3 * width + jj] = 0.0
+    width = _pass_width(a)
+    tile = carray(tile_ptr, (TALL_TILE_ROWS * width,))
     for k in range(a.shape[1]):
         a0 = a[r0, k]
         a1 = a[r1, k]
         a2 = a[r2, k]
         a3 = a[r3, k]
         for jj in range(width):
-            bkj = panel[k, np.uint64(jj)]
+            bkj = panel[k, np.uint64(c0 + jj)]
             tile[jj] += a0 * bkj
             tile[width + jj] += a1 * bkj
             tile[2 * width + jj] += a2 * bkj
             tile[3 * width + jj] += a3 * bkj
-    for jj in range(n_valid):
-        out[r0, j0 + jj] = tile[jj]
-        out[r1, j0 + jj] = tile[width + jj]
-        out[r2, j0 + jj] = tile[2 * width + jj]
-        out[r3, j0 + jj] = tile[3 * width + jj]
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _tile_6_rows(a, panel, out, r, j0, n_valid):
+def _loop_steps_6(tile_ptr, a, r, panel, c0):
+    """:func:`_loop_steps_4` of rows ``r .. r + 5``."""
     prefer_vector_width()
-    width = _tile_width(out)
-    tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
-    for jj in range(n_valid):
-        for i in range(6):
-            tile[i * width + jj] = out[r + i, j0 + jj]
-    for jj in range(n_valid, width):
-        for i in range(6):
-            tile[i * width + jj] = 0.0
+    width = _pass_width(a)
+    tile = carray(tile_ptr, (TALL_TILE_ROWS * width,))
     for k in range(a.shape[1]):
         a0 = a[r, k]
         a1 = a[r + 1, k]
@@ -78,16 +74,101 @@ def _tile_6_rows(a, panel, out, r, j0, n_valid):
         a4 = a[r + 4, k]
         a5 = a[r + 5, k]
         for jj in range(width):
-            bkj = panel[k, np.uint64(jj)]
+            bkj = panel[k, np.uint64(c0 + jj)]
             tile[jj] += a0 * bkj
             tile[width + jj] += a1 * bkj
             tile[2 * width + jj] += a2 * bkj
             tile[3 * width + jj] += a3 * bkj
             tile[4 * width + jj] += a4 * bkj
             tile[5 * width + jj] += a5 * bkj
-    for jj in range(n_valid):
-        for i in range(6):
-            out[r + i, j0 + jj] = tile[i * width + jj]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _fma_steps_4(tile_ptr, a, r0, r1, r2, r3, panel, c0):
+    """:func:`_loop_steps_4` as AVX2 FMA steps (two vectors per row)."""
+    for k in range(a.shape[1]):
+        fma_4_rows(tile_ptr, a, r0, r1, r2, r3, k, panel, c0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _fma_steps_6(tile_ptr, a, r, panel, c0):
+    """:func:`_loop_steps_6` as AVX2 FMA steps."""
+    for k in range(a.shape[1]):
+        fma_6_rows(tile_ptr, a, r, k, panel, c0)
+
+
+def _k_steps_4(tile_ptr, a, r0, r1, r2, r3, panel, c0):
+    """:func:`_fma_steps_4` where FMA_STEPS, else :func:`_loop_steps_4`."""
+    raise NotImplementedError
+
+
+def _k_steps_6(tile_ptr, a, r, panel, c0):
+    """:func:`_fma_steps_6` where FMA_STEPS, else :func:`_loop_steps_6`."""
+    raise NotImplementedError
+
+
+@overload(_k_steps_4, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _k_steps_4_overload(tile_ptr, a, r0, r1, r2, r3, panel, c0):
+    steps = _fma_steps_4 if FMA_STEPS else _loop_steps_4
+    return lambda tile_ptr, a, r0, r1, r2, r3, panel, c0: steps(tile_ptr, a, r0, r1, r2, r3,
+                                                                panel, c0)
+
+
+@overload(_k_steps_6, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _k_steps_6_overload(tile_ptr, a, r, panel, c0):
+    steps = _fma_steps_6 if FMA_STEPS else _loop_steps_6
+    return lambda tile_ptr, a, r, panel, c0: steps(tile_ptr, a, r, panel, c0)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
+    """Rows ``r0..r3``; a row may repeat (a tile of 2 or 3 distinct rows):
+    its copies compute the same sums in the same order, so they store the
+    same values, and the panel is still streamed once for all of them.
+    In passes of ``_pass_width`` columns (all of the panel with AVX-512, half
+    with AVX2); a column's sum is the same whatever the pass."""
+    prefer_vector_width()
+    width = _pass_width(out)
+    tile_ptr = _tile_buffer(out.dtype)
+    tile = carray(tile_ptr, (TALL_TILE_ROWS * width,))
+    for c0 in range(0, n_valid, width):
+        jc = j0 + c0
+        n_cols = min(width, n_valid - c0)
+        for jj in range(n_cols):
+            tile[jj] = out[r0, jc + jj]
+            tile[width + jj] = out[r1, jc + jj]
+            tile[2 * width + jj] = out[r2, jc + jj]
+            tile[3 * width + jj] = out[r3, jc + jj]
+        for jj in range(n_cols, width):
+            tile[jj] = tile[width + jj] = tile[2 * width + jj] = tile[3 * width + jj] = 0.0
+        _k_steps_4(tile_ptr, a, r0, r1, r2, r3, panel, c0)
+        for jj in range(n_cols):
+            out[r0, jc + jj] = tile[jj]
+            out[r1, jc + jj] = tile[width + jj]
+            out[r2, jc + jj] = tile[2 * width + jj]
+            out[r3, jc + jj] = tile[3 * width + jj]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _tile_6_rows(a, panel, out, r, j0, n_valid):
+    """Six rows, in passes as :func:`_tile_4_rows`."""
+    prefer_vector_width()
+    width = _pass_width(out)
+    tile_ptr = _tile_buffer(out.dtype)
+    tile = carray(tile_ptr, (TALL_TILE_ROWS * width,))
+    for c0 in range(0, n_valid, width):
+        jc = j0 + c0
+        n_cols = min(width, n_valid - c0)
+        for jj in range(n_cols):
+            for i in range(6):
+                tile[i * width + jj] = out[r + i, jc + jj]
+        for jj in range(n_cols, width):
+            for i in range(6):
+                tile[i * width + jj] = 0.0
+        _k_steps_6(tile_ptr, a, r, panel, c0)
+        for jj in range(n_cols):
+            for i in range(6):
+                out[r + i, jc + jj] = tile[i * width + jj]
 
 
 @njit(inline="always", **JIT_OPTIONS)
