@@ -20,8 +20,10 @@ needs_amx = pytest.mark.skipif(not _cpu.use_amx_bf16(),
                                reason="no AMX bfloat16 tiles (CPU or kernel)")
 #: The register-tile paths where the CPU runs them (bitwise the twin's); the
 #: portable one everywhere.
+needs_avx2 = pytest.mark.skipif(not (_cpu.HAS_AVX2 and _cpu.HAS_FMA), reason="this CPU has no AVX2 and FMA")
 PATHS = [pytest.param("portable", id="portable"),
-         pytest.param("avx512bf16", id="avx512bf16", marks=needs_bf16)]
+         pytest.param("avx512bf16", id="avx512bf16", marks=needs_bf16),
+         pytest.param("avx2", id="avx2", marks=needs_avx2)]
 #: Every kernel path, AMX included (its own sums: see formats.bfloat16).
 ALL_PATHS = PATHS + [pytest.param("amx", id="amx", marks=needs_amx)]
 
@@ -500,10 +502,11 @@ def test_quantize_errors():
 def test_kernel_path_errors(monkeypatch):
     w_bits = bfloat16.round_to_bfloat16(np.ones((1, 8, 4), np.float32))
     with pytest.raises(ValueError, match=r"kernels must be one of 'amx', 'avx512bf16', "
-                                         r"'portable', got 'avx2'"):
-        bfloat16.bfloat16_panels(w_bits, 1, "avx2")
+                                         r"'avx2', 'portable', got 'vnni'"):
+        bfloat16.bfloat16_panels(w_bits, 1, "vnni")
     monkeypatch.setattr(_cpu, "use_amx_bf16", lambda: False)
     monkeypatch.setattr(_cpu, "HAS_AVX512_BF16", True)  # the error names the usable paths
+    monkeypatch.setattr(_cpu, "HAS_AVX2", False)
     with pytest.raises(ValueError, match=r"kernels='amx' needs AMX bfloat16 tiles, which this "
                                          r"CPU or kernel does not give; use 'avx512bf16' or "
                                          r"'portable'"):
@@ -512,7 +515,14 @@ def test_kernel_path_errors(monkeypatch):
     with pytest.raises(ValueError, match=r"kernels='avx512bf16' needs AVX512-BF16, which this CPU "
                                          r"or kernel does not give; use 'portable'$"):
         bfloat16.bfloat16_panels(w_bits, 1, "avx512bf16")
-    assert bfloat16.default_kernels() in ("avx512bf16", "portable")  # AMX off: the next best
+    monkeypatch.setattr(_cpu, "USE_AVX512_BF16", True)
+    assert bfloat16.default_kernels() == "avx512bf16"  # AMX off: the next best
+    monkeypatch.setattr(_cpu, "USE_AVX512_BF16", False)
+    monkeypatch.setattr(_cpu, "USE_AVX2", True)
+    monkeypatch.setattr(_cpu, "HAS_FMA", True)
+    assert bfloat16.default_kernels() == "avx2"
+    monkeypatch.setattr(_cpu, "HAS_FMA", False)
+    assert bfloat16.default_kernels() == "portable"
 
 
 def test_bfloat16_load_state_dict_errors():

@@ -186,6 +186,50 @@ def fma_6_rows(typingctx, tile, a, r, k, panel, c0):
     return types.none(tile, a, r, k, panel, c0), codegen
 
 
+# ----------------------------------------------------------------- bfloat16 on AVX2: widened FMA steps
+
+
+@intrinsic
+def bf16_fma_4_rows(typingctx, tile, pairs, r0, r1, r2, r3, g, panel, c0):
+    """Tile rows 0..3 (two float32 vectors each: 16 columns) += bf16 pair
+    ``pairs[r_i, g]`` . ``panel[g, c0:c0 + 16]`` (uint32 pairs, see
+    ``bfloat16.py``) in vdpbf16ps's order: ``fma(low, w_low, fma(high,
+    w_high, acc))``, every value widened by a shift or a mask. 8
+    accumulators, 4 widened weight vectors and 2 broadcasts: within AVX2's
+    16 registers."""
+    def codegen(context, builder, signature, args):
+        tile_v, pairs_v, *rows, g_v, panel_v, c0_v = args
+        float_vec = ir.VectorType(ir.FloatType(), 8)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(float_vec, [float_vec] * 3), "llvm.fma.v8f32")
+        sixteen = ir.Constant(_VEC8, [16] * 8)
+        high = ir.Constant(_VEC8, [0xFFFF0000 - (1 << 32)] * 8)
+
+        def widen(bits):  # (low, high) halves of uint32 pairs as float32
+            return (builder.bitcast(builder.shl(bits, sixteen), float_vec),
+                    builder.bitcast(builder.and_(bits, high), float_vec))
+
+        where = _item_pointer(context, builder, signature.args[7], panel_v, [g_v, c0_v])
+        weights = [widen(builder.load(builder.bitcast(builder.gep(where, [ir.Constant(_I64, 8 * v)]),
+                                                      _VEC8.as_pointer()), align=4))
+                   for v in range(2)]
+        undef = ir.Constant(_VEC8, ir.Undefined)
+        tile = builder.bitcast(tile_v, ir.FloatType().as_pointer())
+        for slot, r in enumerate(rows):
+            pair = builder.load(_item_pointer(context, builder, signature.args[1], pairs_v, [r, g_v]))
+            splat = builder.shuffle_vector(builder.insert_element(undef, pair, ir.Constant(_I32, 0)),
+                                           undef, ir.Constant(_VEC8, [0] * 8))
+            low, high_half = widen(splat)
+            for v in range(2):
+                at = builder.bitcast(builder.gep(tile, [ir.Constant(_I64, (2 * slot + v) * 8)]),
+                                     float_vec.as_pointer())
+                odd = builder.call(fma, [high_half, weights[v][1], builder.load(at, align=4)])
+                builder.store(builder.call(fma, [low, weights[v][0], odd]), at, align=4)
+        return context.get_dummy_value()
+
+    return types.none(tile, pairs, r0, r1, r2, r3, g, panel, c0), codegen
+
+
 # ----------------------------------------------------------------- int8 on AVX2: vpmaddwd
 
 #: i16 lanes of one AVX2 vector; each ``vpmaddwd`` lane sums two products.

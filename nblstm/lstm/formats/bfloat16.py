@@ -95,6 +95,7 @@ from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
 from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns, tile_schedule
+from ._x86 import bf16_fma_4_rows
 
 #: Columns of one bfloat16 panel (and tile): the float32 tile's, so every
 #: format splits the hidden units on the same panel boundaries.
@@ -133,6 +134,12 @@ class Bf16PanelsPortable(Bf16Panels):
     """:class:`Bf16Panels` for the portable (float32 FMA) tiles; same fields."""
 
 
+class Bf16PanelsAVX2(Bf16Panels):
+    """:class:`Bf16Panels` for the portable tiles' FMAs as explicit AVX2
+    steps (``_x86.bf16_fma_4_rows``: 4 rows x 16 columns a pass, within
+    AVX2's 16 registers); same fields, the portable tiles' bits."""
+
+
 class Bf16PanelsAMX(Bf16Panels):
     """:class:`Bf16Panels` whose products, whatever their rows, run on AMX
     tiles (``tdpbf16ps``, see the module doc); G is a multiple of
@@ -156,19 +163,23 @@ class Bf16Rows(NamedTuple):
     min_exponent: np.ndarray
 
 
-_BF16_CLASSES = (Bf16Panels, Bf16PanelsPortable, Bf16PanelsAMX)
+_BF16_CLASSES = (Bf16Panels, Bf16PanelsPortable, Bf16PanelsAMX, Bf16PanelsAVX2)
 #: The weights class of each kernel path.
-KERNELS = {"amx": Bf16PanelsAMX, "avx512bf16": Bf16Panels, "portable": Bf16PanelsPortable}
+KERNELS = {"amx": Bf16PanelsAMX, "avx512bf16": Bf16Panels, "avx2": Bf16PanelsAVX2,
+           "portable": Bf16PanelsPortable}
 #: What each path but the portable one needs: (available, its name in errors).
 _NEEDS = {"amx": (lambda: _cpu.use_amx_bf16(), "AMX bfloat16 tiles"),  # also asks Linux for the tile state
-          "avx512bf16": (lambda: _cpu.HAS_AVX512_BF16, "AVX512-BF16")}
+          "avx512bf16": (lambda: _cpu.HAS_AVX512_BF16, "AVX512-BF16"),
+          "avx2": (lambda: _cpu.HAS_AVX2 and _cpu.HAS_FMA, "AVX2 and FMA")}
 
 
 def default_kernels() -> str:
     """The best kernel path this CPU allows (see ``_cpu``)."""
     if _cpu.use_amx_bf16():
         return "amx"
-    return "avx512bf16" if _cpu.USE_AVX512_BF16 else "portable"
+    if _cpu.USE_AVX512_BF16:
+        return "avx512bf16"
+    return "avx2" if _cpu.USE_AVX2 and _cpu.HAS_FMA else "portable"
 
 
 def kernels_of(weights: Bf16Panels) -> str:
@@ -527,14 +538,62 @@ def _tile_1_row(pairs, exact, weights, panel, out, r, j0, n_valid):
         _add_row(tile, 0, out, r, j0, n_valid)
 
 
+#: Columns of one pass of the AVX2 4-row tile (two float32 vectors).
+_AVX2_PASS_COLUMNS = 16
+
+
 @njit(inline="always", **JIT_OPTIONS)
-def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
-    """``out[:n_rows, j0:j0 + n_valid] += bf16 rows @ panel`` (``panel``
-    (G, WIDTH) uint32 pairs) on the register tiles of
-    ``_tiles.tile_schedule`` (inlined, see ``float.panel_accumulate``)."""
+def _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid):
+    """:func:`_tile_4_rows` (not exact) in passes of 16 columns, each step
+    one ``_x86.bf16_fma_4_rows``: the same FMAs in the same order."""
     prefer_vector_width()
-    pairs = rows.q.view(np.uint32)
-    exact = _needs_exact(rows, weights)
+    tile = _tile_buffer(out)
+    acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
+    lanes = _AVX2_PASS_COLUMNS
+    for c0 in range(0, n_valid, lanes):
+        _clear(tile, 4 * lanes)
+        for g in range(panel.shape[0]):
+            bf16_fma_4_rows(tile, pairs, r0, r1, r2, r3, g, panel, c0)
+        jc = j0 + c0
+        n_cols = min(lanes, n_valid - c0)
+        for jj in range(n_cols):
+            out[r0, jc + jj] += acc[jj]
+        if r1 != r0:
+            for jj in range(n_cols):
+                out[r1, jc + jj] += acc[lanes + jj]
+        if r2 != r1:
+            for jj in range(n_cols):
+                out[r2, jc + jj] += acc[2 * lanes + jj]
+        if r3 != r2:
+            for jj in range(n_cols):
+                out[r3, jc + jj] += acc[3 * lanes + jj]
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _avx2_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid):
+    """Every row on the AVX2 tiles: 4 at a time (2 or 3 left: the last
+    repeated), 1 alone on the portable one-row tile; the exact emulation
+    where the product needs it."""
+    if exact:
+        for r in range(n_rows):
+            _exact_row(pairs, r, panel, out, j0, n_valid)
+        return
+    n_four = n_rows // TILE_ROWS
+    for f in range(n_four):
+        r4 = f * TILE_ROWS
+        _avx2_tile_4_rows(pairs, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
+    rest = n_four * TILE_ROWS
+    last = n_rows - 1
+    if n_rows - rest >= 2:
+        _avx2_tile_4_rows(pairs, panel, out, rest, rest + 1, min(rest + 2, last), last, j0,
+                          n_valid)
+    elif rest < n_rows:
+        _tile_1_row(pairs, False, weights, panel, out, rest, j0, n_valid)
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def _scheduled_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):
+    """Every row on the register tiles of ``_tiles.tile_schedule``."""
     n_tall, n_four = tile_schedule(n_rows, tall)
     for t in range(n_tall):
         _tile_6_rows(pairs, exact, weights, panel, out, t * TALL_TILE_ROWS, j0, n_valid)
@@ -549,6 +608,34 @@ def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
                      j0, n_valid)
     elif rest < n_rows:
         _tile_1_row(pairs, exact, weights, panel, out, rest, j0, n_valid)
+
+
+def _register_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):
+    """The rows of a product on the tiles of the weights' path."""
+    raise NotImplementedError
+
+
+@overload(_register_rows, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _register_rows_overload(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):
+    if weights.instance_class is Bf16PanelsAVX2:
+        def avx2(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):
+            _avx2_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid)
+        return avx2
+
+    def scheduled(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):
+        _scheduled_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall)
+    return scheduled
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def panel_accumulate(rows, weights, panel, out, n_rows, j0, n_valid, tall):
+    """``out[:n_rows, j0:j0 + n_valid] += bf16 rows @ panel`` (``panel``
+    (G, WIDTH) uint32 pairs) on the register tiles (inlined, see
+    ``float.panel_accumulate``)."""
+    prefer_vector_width()
+    pairs = rows.q.view(np.uint32)
+    exact = _needs_exact(rows, weights)
+    _register_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall)
 
 
 @njit(inline="always", **JIT_OPTIONS)
