@@ -471,11 +471,12 @@ def _clear(tile, n):
 
 
 @njit(inline="always", **JIT_OPTIONS)
-def _add_row(tile, slot, out, r, j0, n_valid):
-    """``out[r, j0:j0 + n_valid] += tile row slot`` (one float32 addition)."""
+def _add_row(tile, lanes, slot, out, r, j0, n_valid):
+    """``out[r, j0:j0 + n_valid] += tile row slot`` (one float32 addition),
+    the tile's rows ``lanes`` floats apart (WIDTH; an AVX2 pass's columns)."""
     prefer_vector_width()
     acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
-    base = slot * WIDTH
+    base = slot * lanes
     for jj in range(n_valid):
         out[r, j0 + jj] += acc[base + jj]
 
@@ -498,13 +499,13 @@ def _tile_4_rows(pairs, exact, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
         _clear(tile, 4 * WIDTH)
         for g in range(panel.shape[0]):
             _reduction_step_4(tile, pairs, r0, r1, r2, r3, g, panel, weights)
-        _add_row(tile, 0, out, r0, j0, n_valid)
+        _add_row(tile, WIDTH, 0, out, r0, j0, n_valid)
         if r1 != r0:
-            _add_row(tile, 1, out, r1, j0, n_valid)
+            _add_row(tile, WIDTH, 1, out, r1, j0, n_valid)
         if r2 != r1:
-            _add_row(tile, 2, out, r2, j0, n_valid)
+            _add_row(tile, WIDTH, 2, out, r2, j0, n_valid)
         if r3 != r2:
-            _add_row(tile, 3, out, r3, j0, n_valid)
+            _add_row(tile, WIDTH, 3, out, r3, j0, n_valid)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -519,7 +520,7 @@ def _tile_6_rows(pairs, exact, weights, panel, out, r, j0, n_valid):
         for g in range(panel.shape[0]):
             _reduction_step_6(tile, pairs, r, g, panel, weights)
         for slot in range(6):
-            _add_row(tile, slot, out, r + slot, j0, n_valid)
+            _add_row(tile, WIDTH, slot, out, r + slot, j0, n_valid)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -535,7 +536,7 @@ def _tile_1_row(pairs, exact, weights, panel, out, r, j0, n_valid):
         _clear(tile, WIDTH)
         for g in range(panel.shape[0]):
             _reduction_step_1(tile, pairs, r, g, panel, weights)
-        _add_row(tile, 0, out, r, j0, n_valid)
+        _add_row(tile, WIDTH, 0, out, r, j0, n_valid)
 
 
 #: Columns of one pass of the AVX2 4-row tile (two float32 vectors).
@@ -548,7 +549,6 @@ def _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid):
     one ``_x86.bf16_fma_4_rows``: the same FMAs in the same order."""
     prefer_vector_width()
     tile = _tile_buffer(out)
-    acc = carray(tile, (TALL_TILE_ROWS * WIDTH,))
     lanes = _AVX2_PASS_COLUMNS
     for c0 in range(0, n_valid, lanes):
         _clear(tile, 4 * lanes)
@@ -556,17 +556,13 @@ def _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid):
             bf16_fma_4_rows(tile, pairs, r0, r1, r2, r3, g, panel, c0)
         jc = j0 + c0
         n_cols = min(lanes, n_valid - c0)
-        for jj in range(n_cols):
-            out[r0, jc + jj] += acc[jj]
+        _add_row(tile, lanes, 0, out, r0, jc, n_cols)
         if r1 != r0:
-            for jj in range(n_cols):
-                out[r1, jc + jj] += acc[lanes + jj]
+            _add_row(tile, lanes, 1, out, r1, jc, n_cols)
         if r2 != r1:
-            for jj in range(n_cols):
-                out[r2, jc + jj] += acc[2 * lanes + jj]
+            _add_row(tile, lanes, 2, out, r2, jc, n_cols)
         if r3 != r2:
-            for jj in range(n_cols):
-                out[r3, jc + jj] += acc[3 * lanes + jj]
+            _add_row(tile, lanes, 3, out, r3, jc, n_cols)
 
 
 @njit(inline="always", **JIT_OPTIONS)

@@ -107,7 +107,8 @@ class Int8Panels(NamedTuple):
 
 
 class Int8PanelsPortable(Int8Panels):
-    """:class:`Int8Panels` for the portable (no VNNI) tiles; same fields."""
+    """:class:`Int8Panels` for the portable tiles (plain integer arithmetic,
+    any CPU); same fields."""
 
 
 class Int8PanelsAVX2(Int8Panels):
