@@ -61,14 +61,19 @@ def test_choose_qparams_stays_exact_when_a_kernel_compiles_it_first(tmp_path):
     caller's flags when a kernel's call compiles it first (and then serves,
     and caches, that version to direct calls too): with the kernels'
     ``arcp`` the tie above gave 63. In a fresh process with an empty cache,
-    an int8 forward compiles it first; both its direct calls and the
-    quantisation inside a fast-math kernel must give fbgemm's 64."""
+    the forward's quantisation kernel (``quantize_rows``, fast-math flags)
+    compiles it first, as an int8 forward would (a whole forward compiles
+    the same way, in a minute instead of seconds); both its direct calls and
+    the quantisation inside a fast-math kernel must give fbgemm's 64."""
     code = textwrap.dedent("""
-        import numpy as np, nblstm
+        import numpy as np
         from numba import njit
         from nblstm._config import JIT_OPTIONS
         from nblstm.lstm.formats import int8
-        nblstm.LSTM(8, 16, seed=0).quantize("int8")(np.ones((3, 2, 8), np.float32))
+        a = np.ones((2, 8), np.float32)
+        rows = int8.QuantizedRows(np.zeros((2, 8), np.uint8), np.zeros(2, np.float32),
+                                  np.zeros(2, np.int32), np.zeros(0, np.float32))
+        int8.quantize_rows(a, 2, rows, 127, False)
 
         @njit(**dict(JIT_OPTIONS, cache=False))
         def inside(lo, hi, qmax):
@@ -223,7 +228,8 @@ def _portable_twin(model):
 PLANS = {  # driver thresholds that force each step loop on small sizes
     "serial": {},
     "row_groups": {"ROW_GROUP_MIN_MACS": 0},
-    "split_units": {"SPLIT_UNITS_MIN_MACS": 0, "SPLIT_UNITS_MIN_STEPS": 1},
+    "split_units": {"SPLIT_UNITS_MIN_MACS": 0, "SPLIT_UNITS_MIN_STEPS": 1,
+                    "SPLIT_UNITS_MIN_QUANTIZED_BYTES": 0},
     "windows": {"WINDOW_BYTES": 4 * 4 * 70 * 9 * 4, "ROW_GROUP_MIN_MACS": 0},
 }
 

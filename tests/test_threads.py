@@ -59,6 +59,26 @@ def test_speech_sized_bidirectional_layer_uses_every_thread(weight_format):
     assert _plan(3, **SPEECH, directions=2).kind == "directions"  # one thread a direction
 
 
+def test_reduced_formats_split_units_from_more_work():
+    """int8 and bfloat16 steps are 2-4x shorter than float32's, so a few
+    rows split their units only past SPLIT_UNITS_MIN_QUANTIZED_BYTES of
+    rows x W_hh a step (512 KiB): B=1 H=128 and H=256 run serially in int8
+    (64 and 256 KiB) and bfloat16 (128 and 512 KiB), float32 splits them
+    (256 KiB, 1 MiB); B=1 H=384 (int8 576 KiB) and B=4 H=256 split in every
+    format."""
+    split = LayerPlan("partitioned", 1, 2)
+    serial = LayerPlan("serial", 1, 1)
+    for hidden in (128, 256):
+        assert _plan(2, 1, 100, hidden, itemsize=ITEMSIZE["float32"]) == split
+        assert _plan(2, 1, 100, hidden, itemsize=ITEMSIZE["int8"]) == serial
+        assert _plan(2, 1, 100, hidden, itemsize=ITEMSIZE["bfloat16"]) == serial
+    for itemsize in ITEMSIZE.values():
+        assert _plan(2, 1, 100, 384, itemsize=itemsize) == split
+        assert _plan(2, 4, 100, 256, itemsize=itemsize) == split
+    # The bound is exclusive: bfloat16 B=4 H=128 is 4 rows x 128 KiB, exactly 512 KiB.
+    assert _plan(2, 4, 100, 128, itemsize=ITEMSIZE["bfloat16"]) == serial
+
+
 def test_single_direction_plans_by_thread_count():
     """A large batch takes a row group per thread, then unit parts with the
     threads left over (b64_h512); a few rows split their units only, up to

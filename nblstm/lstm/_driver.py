@@ -76,6 +76,17 @@ SPLIT_UNITS_MIN_MACS = 2_000_000
 #: side, B=32 H=384 0.98x, B=64 H=512 1.00x, B=8 H=320 (1.6 MiB) 0.95x.
 SPLIT_UNITS_MIN_WEIGHT_BYTES = 2 << 20
 SPLIT_UNITS_MIN_BYTES_PER_ROW = 96 << 10
+#: With int8 or bfloat16 weights a step's product is 2-4x shorter than in
+#: float, so the threads' meeting once a step costs relatively more: below
+#: ROW_GROUP_MIN_ROWS their hidden units are split only when the rows x W_hh
+#: bytes of a step exceed SPLIT_UNITS_MIN_QUANTIZED_BYTES (besides the rules
+#: above). 2 threads against 1 (T=100, I=H; AMD EPYC Zen 4, AVX512-VNNI and
+#: -BF16): int8 B=1 H=128 0.75x, B=1 H=256 0.72x, B=4 H=128 0.95x, B=2 H=256
+#: (512 KiB) 0.91x; B=1 H=384 (576 KiB) 1.41x, B=1 H=512 1.25x, B=4 H=256
+#: 1.30x. bfloat16 B=1 H=128 0.88x, B=1 H=256 (512 KiB) 0.90x, B=4 H=128
+#: 1.09x, B=2 H=256 0.94x; B=1 H=384 1.52x, B=4 H=256 1.49x. (float32 gains
+#: from B=1 H=128 on: 1.09x there, 1.26x at H=256.)
+SPLIT_UNITS_MIN_QUANTIZED_BYTES = 512 << 10
 #: A single direction's window projection is spread over the threads from
 #: this many multiply-adds (rows x I x 4H) on: about 40 us on one thread
 #: here, against tens of microseconds to wake a thread. Measured against the
@@ -137,12 +148,22 @@ def _w_hh_bytes(hidden: int, proj_size: int, dtype, weight_itemsize: Optional[in
     return (proj_size or hidden) * 4 * hidden * itemsize
 
 
-def _unit_split_pays(n_steps: int, hidden: int, proj_size: int, w_hh_bytes: int) -> bool:
+def _unit_split_pays(n_steps: int, hidden: int, proj_size: int, w_hh_bytes: int,
+                     max_batch: int, quantized: bool) -> bool:
     """Whether splitting each step's hidden units over threads repays their
-    meeting once a step (see SPLIT_UNITS_MIN_MACS)."""
+    meeting once a step (see SPLIT_UNITS_MIN_MACS, and
+    SPLIT_UNITS_MIN_QUANTIZED_BYTES for ``quantized`` weights)."""
     row_macs = n_steps * (proj_size or hidden) * 4 * hidden
+    if quantized and max_batch * w_hh_bytes <= SPLIT_UNITS_MIN_QUANTIZED_BYTES:
+        return False
     return row_macs >= SPLIT_UNITS_MIN_MACS and (
         n_steps >= SPLIT_UNITS_MIN_STEPS or w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
+
+
+def _is_quantized(dtype, weight_itemsize: Optional[int]) -> bool:
+    """Whether weights of ``weight_itemsize`` bytes are a reduced format
+    (int8, bfloat16) of a ``dtype`` model."""
+    return weight_itemsize is not None and weight_itemsize < np.dtype(dtype).itemsize
 
 
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
@@ -165,7 +186,9 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     * ``"serial"``: otherwise, and on one thread.
 
     ``weight_itemsize`` is the bytes of a stored weight (default: the
-    dtype's; 1 for int8), which decide whether W_hh fits a core's L2 cache.
+    dtype's; 1 for int8), which decide whether W_hh fits a core's L2 cache
+    and, for int8 and bfloat16, whether splitting units pays at all (see
+    SPLIT_UNITS_MIN_QUANTIZED_BYTES).
     ``rows_independent`` False (int8 weights with torch's per-tensor
     activation scale, which spans all the rows of a step) rules out row
     groups.
@@ -174,7 +197,8 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     panels = -(-hidden // width)
     parts = min(threads, panels)
     w_hh_bytes = _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize)
-    splittable = panels > 1 and _unit_split_pays(n_steps, hidden, proj_size, w_hh_bytes)
+    splittable = panels > 1 and _unit_split_pays(n_steps, hidden, proj_size, w_hh_bytes,
+                                                 max_batch, _is_quantized(dtype, weight_itemsize))
     if max_batch >= ROW_GROUP_MIN_ROWS and rows_independent:
         if (parts > 1 and splittable and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
                 and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
@@ -236,7 +260,8 @@ def plan_layer(max_batch: int, n_steps: int, hidden: int, proj_size: int,
     panels = -(-hidden // _kernels.tile_columns(dtype))
     if kind == "row_groups":
         pays = _unit_split_pays(n_steps, hidden, proj_size,
-                                _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize))
+                                _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize),
+                                max_batch, _is_quantized(dtype, weight_itemsize))
         parts = min(spare, panels) if spare > 1 and pays else 1
         return LayerPlan("partitioned", count, parts)
     groups = min(spare, max_batch // TILE_ROWS) if rows_independent else 1
