@@ -22,9 +22,10 @@ def test_asv_quick_run(tmp_path):
          "--show-stderr",
          # stream_b1_h128, dtype float32, every precision (float32, int8, bfloat16)
          "-b", r"time_forward\(.*stream_b1_h128', 'float32', ", "-b", "time_pack_pad",
-         # ColdStart's nblstm variants differ only in the cache directory; the
-         # empty-cache one is a full compile (a minute) that adds no coverage.
-         "-b", r"ColdStart.*'(nblstm_warm_cache|torch)'", "-b", r"time_cell_step\(.*128\)"],
+         # ColdStart's torch variant: its nblstm ones time the same statement
+         # after a full compile each (a fresh cache directory, under a minute),
+         # which the forward benchmarks above already run.
+         "-b", r"ColdStart.*'torch'", "-b", r"time_cell_step\(.*128\)"],
         cwd=ASV_DIR, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "failed" not in result.stdout.lower(), result.stdout[-4000:]
