@@ -77,15 +77,16 @@ SPLIT_UNITS_MIN_MACS = 2_000_000
 SPLIT_UNITS_MIN_WEIGHT_BYTES = 2 << 20
 SPLIT_UNITS_MIN_BYTES_PER_ROW = 96 << 10
 #: With int8 or bfloat16 weights a step's product is 2-4x shorter than in
-#: float, so the threads' meeting once a step costs relatively more: below
-#: ROW_GROUP_MIN_ROWS their hidden units are split only when the rows x W_hh
-#: bytes of a step exceed SPLIT_UNITS_MIN_QUANTIZED_BYTES (besides the rules
-#: above). 2 threads against 1 (T=100, I=H; AMD EPYC Zen 4, AVX512-VNNI and
-#: -BF16): int8 B=1 H=128 0.75x, B=1 H=256 0.72x, B=4 H=128 0.95x, B=2 H=256
-#: (512 KiB) 0.91x; B=1 H=384 (576 KiB) 1.41x, B=1 H=512 1.25x, B=4 H=256
-#: 1.30x. bfloat16 B=1 H=128 0.88x, B=1 H=256 (512 KiB) 0.90x, B=4 H=128
-#: 1.09x, B=2 H=256 0.94x; B=1 H=384 1.52x, B=4 H=256 1.49x. (float32 gains
-#: from B=1 H=128 on: 1.09x there, 1.26x at H=256.)
+#: float, so the threads' meeting once a step costs relatively more: a
+#: step's hidden units are split (a few rows', or a row group's with threads
+#: to spare) only when the rows x W_hh bytes of a step exceed
+#: SPLIT_UNITS_MIN_QUANTIZED_BYTES (besides the rules above). 2 threads
+#: against 1 (T=100, I=H; AMD EPYC Zen 4, AVX512-VNNI and -BF16): int8 B=1
+#: H=128 0.75x, B=1 H=256 0.72x, B=4 H=128 0.95x, B=2 H=256 (512 KiB) 0.91x;
+#: B=1 H=384 (576 KiB) 1.41x, B=1 H=512 1.25x, B=4 H=256 1.30x. bfloat16 B=1
+#: H=128 0.88x, B=1 H=256 (512 KiB) 0.90x, B=4 H=128 1.09x, B=2 H=256 0.94x;
+#: B=1 H=384 1.52x, B=4 H=256 1.49x. (float32 gains from B=1 H=128 on: 1.09x
+#: there, 1.26x at H=256.)
 SPLIT_UNITS_MIN_QUANTIZED_BYTES = 512 << 10
 #: A single direction's window projection is spread over the threads from
 #: this many multiply-adds (rows x I x 4H) on: about 40 us on one thread
