@@ -92,13 +92,19 @@ def _tile_buffer(typingctx, dtype):
 
 @njit(**JIT_OPTIONS)
 def tile_schedule(n_rows, tall):
-    """How a panel product covers ``n_rows`` rows: ``(n_tall, n_four)`` --
-    rows ``[0, 6 n_tall)`` in TALL_TILE_ROWS-row tiles (with ``tall``), then
-    ``n_four`` TILE_ROWS-row tiles; the 0-3 rows left go to one 4-row tile
-    that repeats its last row (2 or 3 rows: one pass over the panel instead
-    of one per row, 1.8-2.7x the useful FMAs per loaded weight) or to the
-    1-row tile. As many tall tiles as leave a multiple of TILE_ROWS (32
-    rows: 4 x 6 + 2 x 4, not 5 x 6 + 2 single rows), when the count allows.
+    """How a panel product covers ``n_rows`` rows: ``(n_tall, n_four,
+    one_left)`` -- rows ``[0, 6 n_tall)`` in TALL_TILE_ROWS-row tiles (with
+    ``tall``), then ``n_four`` TILE_ROWS-row tiles (rows:
+    :func:`four_rows`), the last of which may hold only the 2 or 3 rows
+    left, repeating the last row (one pass over the panel instead of one per
+    row, 1.8-2.7x the useful FMAs per loaded weight); ``one_left``: a single
+    row is left, for the 1-row tile (row ``n_rows - 1``). As many tall tiles
+    as leave a multiple of TILE_ROWS (32 rows: 4 x 6 + 2 x 4, not 5 x 6 + 2
+    single rows), when the count allows.
+
+    Every format's tiles follow it, each tile function called at one place
+    only: Numba copies a function's IR at every place it is inlined, and
+    that copying was most of the kernels' compile time.
 
     Scalars only, and not inlined: the formats' ``panel_accumulate`` is
     inlined into the kernels, where one definition per name keeps Numba's
@@ -108,4 +114,18 @@ def tile_schedule(n_rows, tall):
     if n_tall > 0 and (n_rows - n_tall * TALL_TILE_ROWS) % TILE_ROWS != 0 \
             and (n_rows - (n_tall - 1) * TALL_TILE_ROWS) % TILE_ROWS == 0:
         n_tall -= 1
-    return n_tall, (n_rows - n_tall * TALL_TILE_ROWS) // TILE_ROWS
+    rest = n_rows - n_tall * TALL_TILE_ROWS
+    n_four = rest // TILE_ROWS
+    left = rest - n_four * TILE_ROWS
+    if left >= 2:
+        n_four += 1
+    return n_tall, n_four, left == 1
+
+
+@njit(**JIT_OPTIONS)
+def four_rows(start, t, last):
+    """Rows ``(r0, r1, r2, r3)`` of the ``t``-th 4-row tile from row
+    ``start`` (see :func:`tile_schedule`): the last tile repeats row
+    ``last`` for the rows it lacks (tiles write a repeated row once)."""
+    r0 = start + t * TILE_ROWS
+    return r0, r0 + 1, min(r0 + 2, last), min(r0 + 3, last)

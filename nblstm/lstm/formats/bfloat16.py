@@ -94,7 +94,8 @@ from ..._codegen import fused_multiply_add, prefer_vector_width
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns, tile_schedule
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, tile_columns, \
+    tile_schedule
 from ._x86 import bf16_fma_4_rows
 
 #: Columns of one bfloat16 panel (and tile): the float32 tile's, so every
@@ -486,26 +487,19 @@ def _tile_4_rows(pairs, exact, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
     """Rows ``r0 <= r1 <= r2 <= r3`` (the last may repeat, for 2 or 3 rows;
     a repeated row is written once)."""
     prefer_vector_width()
+    tile_rows = (r0, r1, r2, r3)
     if exact:
-        _exact_row(pairs, r0, panel, out, j0, n_valid)
-        if r1 != r0:
-            _exact_row(pairs, r1, panel, out, j0, n_valid)
-        if r2 != r1:
-            _exact_row(pairs, r2, panel, out, j0, n_valid)
-        if r3 != r2:
-            _exact_row(pairs, r3, panel, out, j0, n_valid)
+        for slot in range(TILE_ROWS):  # one call site: see _tiles.tile_schedule
+            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+                _exact_row(pairs, tile_rows[slot], panel, out, j0, n_valid)
     else:
         tile = _tile_buffer(out)
         _clear(tile, 4 * WIDTH)
         for g in range(panel.shape[0]):
             _reduction_step_4(tile, pairs, r0, r1, r2, r3, g, panel, weights)
-        _add_row(tile, WIDTH, 0, out, r0, j0, n_valid)
-        if r1 != r0:
-            _add_row(tile, WIDTH, 1, out, r1, j0, n_valid)
-        if r2 != r1:
-            _add_row(tile, WIDTH, 2, out, r2, j0, n_valid)
-        if r3 != r2:
-            _add_row(tile, WIDTH, 3, out, r3, j0, n_valid)
+        for slot in range(TILE_ROWS):
+            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+                _add_row(tile, WIDTH, slot, out, tile_rows[slot], j0, n_valid)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -550,19 +544,16 @@ def _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid):
     prefer_vector_width()
     tile = _tile_buffer(out)
     lanes = _AVX2_PASS_COLUMNS
+    tile_rows = (r0, r1, r2, r3)
     for c0 in range(0, n_valid, lanes):
         _clear(tile, 4 * lanes)
         for g in range(panel.shape[0]):
             bf16_fma_4_rows(tile, pairs, r0, r1, r2, r3, g, panel, c0)
         jc = j0 + c0
         n_cols = min(lanes, n_valid - c0)
-        _add_row(tile, lanes, 0, out, r0, jc, n_cols)
-        if r1 != r0:
-            _add_row(tile, lanes, 1, out, r1, jc, n_cols)
-        if r2 != r1:
-            _add_row(tile, lanes, 2, out, r2, jc, n_cols)
-        if r3 != r2:
-            _add_row(tile, lanes, 3, out, r3, jc, n_cols)
+        for slot in range(TILE_ROWS):
+            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+                _add_row(tile, lanes, slot, out, tile_rows[slot], jc, n_cols)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -574,36 +565,28 @@ def _avx2_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid):
         for r in range(n_rows):
             _exact_row(pairs, r, panel, out, j0, n_valid)
         return
-    n_four = n_rows // TILE_ROWS
-    for f in range(n_four):
-        r4 = f * TILE_ROWS
-        _avx2_tile_4_rows(pairs, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
-    rest = n_four * TILE_ROWS
+    _, n_four, one_left = tile_schedule(n_rows, False)
     last = n_rows - 1
-    if n_rows - rest >= 2:
-        _avx2_tile_4_rows(pairs, panel, out, rest, rest + 1, min(rest + 2, last), last, j0,
-                          n_valid)
-    elif rest < n_rows:
-        _tile_1_row(pairs, False, weights, panel, out, rest, j0, n_valid)
+    for f in range(n_four):
+        r0, r1, r2, r3 = four_rows(0, f, last)
+        _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid)
+    if one_left:
+        _tile_1_row(pairs, False, weights, panel, out, last, j0, n_valid)
 
 
 @njit(inline="always", **JIT_OPTIONS)
 def _scheduled_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):
     """Every row on the register tiles of ``_tiles.tile_schedule``."""
-    n_tall, n_four = tile_schedule(n_rows, tall)
+    n_tall, n_four, one_left = tile_schedule(n_rows, tall)
     for t in range(n_tall):
         _tile_6_rows(pairs, exact, weights, panel, out, t * TALL_TILE_ROWS, j0, n_valid)
     start = n_tall * TALL_TILE_ROWS
-    for f in range(n_four):
-        r4 = start + f * TILE_ROWS
-        _tile_4_rows(pairs, exact, weights, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
-    rest = start + n_four * TILE_ROWS
     last = n_rows - 1
-    if n_rows - rest >= 2:
-        _tile_4_rows(pairs, exact, weights, panel, out, rest, rest + 1, min(rest + 2, last), last,
-                     j0, n_valid)
-    elif rest < n_rows:
-        _tile_1_row(pairs, exact, weights, panel, out, rest, j0, n_valid)
+    for f in range(n_four):
+        r0, r1, r2, r3 = four_rows(start, f, last)
+        _tile_4_rows(pairs, exact, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
+    if one_left:
+        _tile_1_row(pairs, exact, weights, panel, out, last, j0, n_valid)
 
 
 def _register_rows(pairs, exact, weights, panel, out, n_rows, j0, n_valid, tall):

@@ -17,7 +17,8 @@ from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _dispatch, _tiles
 from ._x86 import fma_4_rows, fma_6_rows
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _pass_width, _tile_buffer, _tile_width, tile_schedule
+from ._tiles import TALL_TILE_ROWS, _pass_width, _tile_buffer, _tile_width, four_rows, \
+    tile_schedule
 
 
 # The tile functions below compute ``out[r:r + rows, j0:j0 + n_valid] +=
@@ -228,19 +229,16 @@ def panel_accumulate(a, panel, out, n_rows, j0, n_valid, tall):
     a one-row step's time (H=64).
     """
     prefer_vector_width()
-    n_tall, n_four = tile_schedule(n_rows, tall)
+    n_tall, n_four, one_left = tile_schedule(n_rows, tall)
     for t in range(n_tall):
         _tile_6_rows(a, panel, out, t * TALL_TILE_ROWS, j0, n_valid)
     first = n_tall * TALL_TILE_ROWS
-    for t in range(n_four):
-        r4 = first + t * TILE_ROWS
-        _tile_4_rows(a, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
-    rest = first + n_four * TILE_ROWS
     last = n_rows - 1
-    if n_rows - rest >= 2:
-        _tile_4_rows(a, panel, out, rest, rest + 1, min(rest + 2, last), last, j0, n_valid)
-    elif rest < n_rows:
-        _tile_1_row(a, panel, out, rest, j0, n_valid)
+    for t in range(n_four):
+        r0, r1, r2, r3 = four_rows(first, t, last)
+        _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid)
+    if one_left:
+        _tile_1_row(a, panel, out, last, j0, n_valid)
 
 
 def _is_float_panels(weights) -> bool:

@@ -72,7 +72,8 @@ from ..._codegen import fused_multiply_add, maximum, minimum, prefer_vector_widt
 from ..._config import EXACT_JIT_OPTIONS, INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, tile_columns, tile_schedule
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, tile_columns, \
+    tile_schedule
 from ._x86 import pmaddwd_1_row, pmaddwd_4_rows
 
 #: Columns of one int8 panel (and tile): the float32 tile's, so every format
@@ -344,10 +345,9 @@ def _reduction_step_4_overload(tile, q, r0, r1, r2, r3, k, panel, g, weights):
         return vnni
 
     def portable(tile, q, r0, r1, r2, r3, k, panel, g, weights):
-        _portable_row_step(tile, 0, q, r0, k, panel, g)
-        _portable_row_step(tile, 1, q, r1, k, panel, g)
-        _portable_row_step(tile, 2, q, r2, k, panel, g)
-        _portable_row_step(tile, 3, q, r3, k, panel, g)
+        tile_rows = (r0, r1, r2, r3)
+        for slot in range(TILE_ROWS):
+            _portable_row_step(tile, slot, q, tile_rows[slot], k, panel, g)
     return portable
 
 
@@ -415,13 +415,10 @@ def _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
     q = rows.q
     for g in range(panel.shape[0]):
         _reduction_step_4(tile, q, r0, r1, r2, r3, 4 * g, panel, g, weights)
-    _dequantize_row(tile, 0, rows, weights, out, r0, j0, n_valid)
-    if r1 != r0:
-        _dequantize_row(tile, 1, rows, weights, out, r1, j0, n_valid)
-    if r2 != r1:
-        _dequantize_row(tile, 2, rows, weights, out, r2, j0, n_valid)
-    if r3 != r2:
-        _dequantize_row(tile, 3, rows, weights, out, r3, j0, n_valid)
+    tile_rows = (r0, r1, r2, r3)
+    for slot in range(TILE_ROWS):  # one call site: see _tiles.tile_schedule
+        if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+            _dequantize_row(tile, slot, rows, weights, out, tile_rows[slot], j0, n_valid)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -455,19 +452,16 @@ def _tile_1_row(rows, weights, panel, out, r, j0, n_valid):
 def _vnni_rows(rows, weights, panel, out, first, n_rows, j0, n_valid, tall):
     """Rows ``[first, n_rows)`` on the register tiles of ``_tiles.tile_schedule``."""
     prefer_vector_width()
-    n_tall, n_four = tile_schedule(n_rows - first, tall)
+    n_tall, n_four, one_left = tile_schedule(n_rows - first, tall)
     for t in range(n_tall):
         _tile_6_rows(rows, weights, panel, out, first + t * TALL_TILE_ROWS, j0, n_valid)
     start = first + n_tall * TALL_TILE_ROWS
-    for t in range(n_four):
-        r4 = start + t * TILE_ROWS
-        _tile_4_rows(rows, weights, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
-    rest = start + n_four * TILE_ROWS
     last = n_rows - 1
-    if n_rows - rest >= 2:
-        _tile_4_rows(rows, weights, panel, out, rest, rest + 1, min(rest + 2, last), last, j0, n_valid)
-    elif rest < n_rows:
-        _tile_1_row(rows, weights, panel, out, rest, j0, n_valid)
+    for t in range(n_four):
+        r0, r1, r2, r3 = four_rows(start, t, last)
+        _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
+    if one_left:
+        _tile_1_row(rows, weights, panel, out, last, j0, n_valid)
 
 
 def _amx_rows(rows, weights, panel, out, n_rows, j0, n_valid):
@@ -555,18 +549,16 @@ def _avx2_tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
     tile = _tile_buffer(weights.col_sums)
     q = rows.q
     lanes = 2 * _AVX2_PASS_COLUMNS
+    tile_rows = (r0, r1, r2, r3)
     for c0 in range(0, n_valid, _AVX2_PASS_COLUMNS):
         _clear(tile, 4 * lanes)
         for g in range(panel.shape[0]):
             pmaddwd_4_rows(tile, q, r0, r1, r2, r3, 4 * g, panel, g, c0)
         n_cols = min(_AVX2_PASS_COLUMNS, n_valid - c0)
-        _dequantize_halves(tile, lanes, 0, rows, weights, out, r0, j0 + c0, n_cols)
-        if r1 != r0:
-            _dequantize_halves(tile, lanes, 1, rows, weights, out, r1, j0 + c0, n_cols)
-        if r2 != r1:
-            _dequantize_halves(tile, lanes, 2, rows, weights, out, r2, j0 + c0, n_cols)
-        if r3 != r2:
-            _dequantize_halves(tile, lanes, 3, rows, weights, out, r3, j0 + c0, n_cols)
+        for slot in range(TILE_ROWS):
+            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+                _dequantize_halves(tile, lanes, slot, rows, weights, out, tile_rows[slot],
+                                   j0 + c0, n_cols)
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -587,18 +579,15 @@ def _avx2_tile_1_row(rows, weights, panel, out, r, j0, n_valid):
 @njit(inline="always", **JIT_OPTIONS)
 def _avx2_rows(rows, weights, panel, out, first, n_rows, j0, n_valid):
     """Rows ``[first, n_rows)`` on the AVX2 tiles: 4 rows at a time (2 or 3
-    left: a 4-row tile repeating its last row), 1 row alone."""
-    n_four = (n_rows - first) // TILE_ROWS
-    for t in range(n_four):
-        r4 = first + t * TILE_ROWS
-        _avx2_tile_4_rows(rows, weights, panel, out, r4, r4 + 1, r4 + 2, r4 + 3, j0, n_valid)
-    rest = first + n_four * TILE_ROWS
+    left: a 4-row tile repeating its last row), 1 row alone (``tile_schedule``
+    without tall tiles)."""
+    _, n_four, one_left = tile_schedule(n_rows - first, False)
     last = n_rows - 1
-    if n_rows - rest >= 2:
-        _avx2_tile_4_rows(rows, weights, panel, out, rest, rest + 1, min(rest + 2, last), last,
-                          j0, n_valid)
-    elif rest < n_rows:
-        _avx2_tile_1_row(rows, weights, panel, out, rest, j0, n_valid)
+    for t in range(n_four):
+        r0, r1, r2, r3 = four_rows(first, t, last)
+        _avx2_tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
+    if one_left:
+        _avx2_tile_1_row(rows, weights, panel, out, last, j0, n_valid)
 
 
 def _register_rows(rows, weights, panel, out, first, n_rows, j0, n_valid, tall):
