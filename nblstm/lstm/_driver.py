@@ -149,22 +149,19 @@ def _w_hh_bytes(hidden: int, proj_size: int, dtype, weight_itemsize: Optional[in
     return (proj_size or hidden) * 4 * hidden * itemsize
 
 
-def _unit_split_pays(n_steps: int, hidden: int, proj_size: int, w_hh_bytes: int,
-                     max_batch: int, quantized: bool) -> bool:
+def _unit_split_pays(n_steps: int, hidden: int, proj_size: int, dtype,
+                     weight_itemsize: Optional[int], max_batch: int) -> bool:
     """Whether splitting each step's hidden units over threads repays their
     meeting once a step (see SPLIT_UNITS_MIN_MACS, and
-    SPLIT_UNITS_MIN_QUANTIZED_BYTES for ``quantized`` weights)."""
-    row_macs = n_steps * (proj_size or hidden) * 4 * hidden
+    SPLIT_UNITS_MIN_QUANTIZED_BYTES for weights stored in fewer bytes than
+    ``dtype``'s: int8, bfloat16)."""
+    w_hh_bytes = _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize)
+    quantized = weight_itemsize is not None and weight_itemsize < np.dtype(dtype).itemsize
     if quantized and max_batch * w_hh_bytes <= SPLIT_UNITS_MIN_QUANTIZED_BYTES:
         return False
+    row_macs = n_steps * (proj_size or hidden) * 4 * hidden
     return row_macs >= SPLIT_UNITS_MIN_MACS and (
         n_steps >= SPLIT_UNITS_MIN_STEPS or w_hh_bytes <= SPLIT_UNITS_MIN_WEIGHT_BYTES)
-
-
-def _is_quantized(dtype, weight_itemsize: Optional[int]) -> bool:
-    """Whether weights of ``weight_itemsize`` bytes are a reduced format
-    (int8, bfloat16) of a ``dtype`` model."""
-    return weight_itemsize is not None and weight_itemsize < np.dtype(dtype).itemsize
 
 
 def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: int,
@@ -198,8 +195,8 @@ def plan_unidirectional(max_batch: int, n_steps: int, hidden: int, proj_size: in
     panels = -(-hidden // width)
     parts = min(threads, panels)
     w_hh_bytes = _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize)
-    splittable = panels > 1 and _unit_split_pays(n_steps, hidden, proj_size, w_hh_bytes,
-                                                 max_batch, _is_quantized(dtype, weight_itemsize))
+    splittable = panels > 1 and _unit_split_pays(n_steps, hidden, proj_size, dtype,
+                                                 weight_itemsize, max_batch)
     if max_batch >= ROW_GROUP_MIN_ROWS and rows_independent:
         if (parts > 1 and splittable and w_hh_bytes > SPLIT_UNITS_MIN_WEIGHT_BYTES
                 and w_hh_bytes >= SPLIT_UNITS_MIN_BYTES_PER_ROW * max_batch):
@@ -260,9 +257,7 @@ def plan_layer(max_batch: int, n_steps: int, hidden: int, proj_size: int,
     spare = per_direction // count
     panels = -(-hidden // _kernels.tile_columns(dtype))
     if kind == "row_groups":
-        pays = _unit_split_pays(n_steps, hidden, proj_size,
-                                _w_hh_bytes(hidden, proj_size, dtype, weight_itemsize),
-                                max_batch, _is_quantized(dtype, weight_itemsize))
+        pays = _unit_split_pays(n_steps, hidden, proj_size, dtype, weight_itemsize, max_batch)
         parts = min(spare, panels) if spare > 1 and pays else 1
         return LayerPlan("partitioned", count, parts)
     groups = min(spare, max_batch // TILE_ROWS) if rows_independent else 1
