@@ -129,3 +129,10 @@ def four_rows(start, t, last):
     ``last`` for the rows it lacks (tiles write a repeated row once)."""
     r0 = start + t * TILE_ROWS
     return r0, r0 + 1, min(r0 + 2, last), min(r0 + 3, last)
+
+
+@njit(**JIT_OPTIONS)
+def writes_row(tile_rows, slot):
+    """Whether slot ``slot`` of a 4-row tile of rows ``tile_rows``
+    (:func:`four_rows`) writes its row: a repeated row is written once."""
+    return slot == 0 or tile_rows[slot] != tile_rows[slot - 1]

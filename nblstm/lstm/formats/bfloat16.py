@@ -95,7 +95,7 @@ from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
 from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, tile_columns, \
-    tile_schedule
+    tile_schedule, writes_row
 from ._x86 import bf16_fma_4_rows
 
 #: Columns of one bfloat16 panel (and tile): the float32 tile's, so every
@@ -490,7 +490,7 @@ def _tile_4_rows(pairs, exact, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
     tile_rows = (r0, r1, r2, r3)
     if exact:
         for slot in range(TILE_ROWS):  # one call site: see _tiles.tile_schedule
-            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+            if writes_row(tile_rows, slot):
                 _exact_row(pairs, tile_rows[slot], panel, out, j0, n_valid)
     else:
         tile = _tile_buffer(out)
@@ -498,7 +498,7 @@ def _tile_4_rows(pairs, exact, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
         for g in range(panel.shape[0]):
             _reduction_step_4(tile, pairs, r0, r1, r2, r3, g, panel, weights)
         for slot in range(TILE_ROWS):
-            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+            if writes_row(tile_rows, slot):
                 _add_row(tile, WIDTH, slot, out, tile_rows[slot], j0, n_valid)
 
 
@@ -552,7 +552,7 @@ def _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid):
         jc = j0 + c0
         n_cols = min(lanes, n_valid - c0)
         for slot in range(TILE_ROWS):
-            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+            if writes_row(tile_rows, slot):
                 _add_row(tile, lanes, slot, out, tile_rows[slot], jc, n_cols)
 
 

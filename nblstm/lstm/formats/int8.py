@@ -73,7 +73,7 @@ from ..._config import EXACT_JIT_OPTIONS, INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
 from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, tile_columns, \
-    tile_schedule
+    tile_schedule, writes_row
 from ._x86 import pmaddwd_1_row, pmaddwd_4_rows
 
 #: Columns of one int8 panel (and tile): the float32 tile's, so every format
@@ -417,7 +417,7 @@ def _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
         _reduction_step_4(tile, q, r0, r1, r2, r3, 4 * g, panel, g, weights)
     tile_rows = (r0, r1, r2, r3)
     for slot in range(TILE_ROWS):  # one call site: see _tiles.tile_schedule
-        if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+        if writes_row(tile_rows, slot):
             _dequantize_row(tile, slot, rows, weights, out, tile_rows[slot], j0, n_valid)
 
 
@@ -556,7 +556,7 @@ def _avx2_tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
             pmaddwd_4_rows(tile, q, r0, r1, r2, r3, 4 * g, panel, g, c0)
         n_cols = min(_AVX2_PASS_COLUMNS, n_valid - c0)
         for slot in range(TILE_ROWS):
-            if slot == 0 or tile_rows[slot] != tile_rows[slot - 1]:
+            if writes_row(tile_rows, slot):
                 _dequantize_halves(tile, lanes, slot, rows, weights, out, tile_rows[slot],
                                    j0 + c0, n_cols)
 
