@@ -42,6 +42,18 @@ FMA_STEPS = _tiles.PASS_VECTORS == 2 and _cpu.HAS_AVX2 and _cpu.HAS_FMA
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _zero_columns(tile, n_rows, width, first):
+    """``tile[i * width + jj] = 0`` for tile rows ``i < n_rows`` and columns
+    ``jj`` in ``[first, width)``: the padding columns of a last panel. The
+    indices are unsigned: a signed ``first`` left LLVM a negative-index
+    wraparound to keep, which it vectorised as scatters."""
+    for i in range(n_rows):
+        base = np.uint64(i * width)
+        for jj in range(np.uint64(first), np.uint64(width)):
+            tile[base + jj] = 0.0
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _loop_steps_4(tile_ptr, a, r0, r1, r2, r3, panel, c0):
     """Tile rows 0..3 (``_pass_width`` columns each) += ``a[r_i, k] *
     panel[k, c0:c0 + width]`` for every k in order, one FMA each."""
@@ -133,21 +145,22 @@ def _tile_4_rows(a, panel, out, r0, r1, r2, r3, j0, n_valid):
     tile_ptr = _tile_buffer(out.dtype)
     tile = carray(tile_ptr, (TALL_TILE_ROWS * width,))
     for c0 in range(0, n_valid, width):
-        jc = j0 + c0
+        jc = np.uint64(j0 + c0)
         n_cols = min(width, n_valid - c0)
         for jj in range(n_cols):
-            tile[jj] = out[r0, jc + jj]
-            tile[width + jj] = out[r1, jc + jj]
-            tile[2 * width + jj] = out[r2, jc + jj]
-            tile[3 * width + jj] = out[r3, jc + jj]
-        for jj in range(n_cols, width):
-            tile[jj] = tile[width + jj] = tile[2 * width + jj] = tile[3 * width + jj] = 0.0
+            j = jc + np.uint64(jj)
+            tile[jj] = out[r0, j]
+            tile[width + jj] = out[r1, j]
+            tile[2 * width + jj] = out[r2, j]
+            tile[3 * width + jj] = out[r3, j]
+        _zero_columns(tile, 4, width, n_cols)
         _k_steps_4(tile_ptr, a, r0, r1, r2, r3, panel, c0)
         for jj in range(n_cols):
-            out[r0, jc + jj] = tile[jj]
-            out[r1, jc + jj] = tile[width + jj]
-            out[r2, jc + jj] = tile[2 * width + jj]
-            out[r3, jc + jj] = tile[3 * width + jj]
+            j = jc + np.uint64(jj)
+            out[r0, j] = tile[jj]
+            out[r1, j] = tile[width + jj]
+            out[r2, j] = tile[2 * width + jj]
+            out[r3, j] = tile[3 * width + jj]
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -158,18 +171,18 @@ def _tile_6_rows(a, panel, out, r, j0, n_valid):
     tile_ptr = _tile_buffer(out.dtype)
     tile = carray(tile_ptr, (TALL_TILE_ROWS * width,))
     for c0 in range(0, n_valid, width):
-        jc = j0 + c0
+        jc = np.uint64(j0 + c0)
         n_cols = min(width, n_valid - c0)
         for jj in range(n_cols):
+            j = jc + np.uint64(jj)
             for i in range(6):
-                tile[i * width + jj] = out[r + i, jc + jj]
-        for jj in range(n_cols, width):
-            for i in range(6):
-                tile[i * width + jj] = 0.0
+                tile[i * width + jj] = out[r + i, j]
+        _zero_columns(tile, 6, width, n_cols)
         _k_steps_6(tile_ptr, a, r, panel, c0)
         for jj in range(n_cols):
+            j = jc + np.uint64(jj)
             for i in range(6):
-                out[r + i, jc + jj] = tile[i * width + jj]
+                out[r + i, j] = tile[i * width + jj]
 
 
 @njit(inline="always", **JIT_OPTIONS)
@@ -182,8 +195,7 @@ def _tile_1_row(a, panel, out, r, j0, n_valid):
     tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
     for jj in range(n_valid):
         tile[jj] = out[r, j0 + jj]
-    for jj in range(n_valid, width):
-        tile[jj] = 0.0
+    _zero_columns(tile, 1, width, n_valid)
     for k in range(a.shape[1]):
         a0 = a[r, k]
         for jj in range(width):
@@ -202,21 +214,20 @@ def _tile_1_row_2_panels(a, panel0, panel1, out, r, j0, n0, j1, n1):
     tile = carray(_tile_buffer(out.dtype), (TALL_TILE_ROWS * width,))
     for jj in range(n0):
         tile[jj] = out[r, j0 + jj]
-    for jj in range(n0, width):
-        tile[jj] = 0.0
+    _zero_columns(tile, 1, width, n0)
+    second = tile[width:]
     for jj in range(n1):
-        tile[width + jj] = out[r, j1 + jj]
-    for jj in range(n1, width):
-        tile[width + jj] = 0.0
+        second[jj] = out[r, j1 + jj]
+    _zero_columns(second, 1, width, n1)
     for k in range(a.shape[1]):
         a0 = a[r, k]
         for jj in range(width):
             tile[jj] += a0 * panel0[k, np.uint64(jj)]
-            tile[width + jj] += a0 * panel1[k, np.uint64(jj)]
+            second[jj] += a0 * panel1[k, np.uint64(jj)]
     for jj in range(n0):
         out[r, j0 + jj] = tile[jj]
     for jj in range(n1):
-        out[r, j1 + jj] = tile[width + jj]
+        out[r, j1 + jj] = second[jj]
 
 
 @njit(inline="always", **JIT_OPTIONS)

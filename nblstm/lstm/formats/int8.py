@@ -383,6 +383,16 @@ def _reduction_step_1_overload(tile, q, r, k, panel, g, weights):
 
 
 @njit(inline="always", **JIT_OPTIONS)
+def _corrected(total, zero, col_sum):
+    """``total - zero * col_sum`` as int32: the exact sum of ``(A - z_a) Q``.
+    Every term fits int32 (``zero * col_sum`` and the result are at most
+    255 * 128 * MAX_INNER), and Numba's own promotion to int64 would halve
+    the epilogue's vectors (8 lanes, with 64-bit multiplies and int64 to
+    float32 conversions)."""
+    return np.int32(total - np.int32(zero * col_sum))
+
+
+@njit(inline="always", **JIT_OPTIONS)
 def _dequantize_row(tile, slot, rows, weights, out, r, j0, n_valid):
     """``out[r, j0 + jj] = fma(float32(sum - zero * colsum), float32(s_a *
     scale), out)``: fbgemm's dequantisation (one rounding), with ``out``
@@ -394,7 +404,7 @@ def _dequantize_row(tile, slot, rows, weights, out, r, j0, n_valid):
     base = slot * WIDTH
     for jj in range(n_valid):
         j = j0 + jj
-        exact = acc[base + jj] - zero * weights.col_sums[j]
+        exact = _corrected(acc[base + jj], zero, weights.col_sums[j])
         out[r, j] = fused_multiply_add(np.float32(exact), scale * weights.scales[j], out[r, j])
 
 
@@ -510,7 +520,7 @@ def _dequantize_block(sums, rows, weights, out, r0, j0, c0, n_valid):
         zero = rows.zero[r]
         for jj in range(n_cols):
             j = j0 + np.uint64(c0 + jj)
-            exact = sums[i, jj] - zero * weights.col_sums[j]
+            exact = _corrected(sums[i, jj], zero, weights.col_sums[j])
             out[r, j] = fused_multiply_add(np.float32(exact), scale * weights.scales[j], out[r, j])
 
 
@@ -529,7 +539,8 @@ def _dequantize_halves(tile, lanes, slot, rows, weights, out, r, j_first, n_cols
     base = slot * lanes
     for jj in range(n_cols):
         j = j_first + jj
-        exact = acc[base + 2 * jj] + acc[base + 2 * jj + 1] - zero * weights.col_sums[j]
+        exact = _corrected(acc[base + 2 * jj] + acc[base + 2 * jj + 1], zero,
+                           weights.col_sums[j])
         out[r, j] = fused_multiply_add(np.float32(exact), scale * weights.scales[j], out[r, j])
 
 
