@@ -172,3 +172,35 @@ minimum = _float_pair_intrinsic(
     "reduction of it without assuming there are no NaNs.")
 maximum = _float_pair_intrinsic(
     "llvm.maximum", "``max(a, b)`` that propagates NaN (``llvm.maximum``), see :func:`minimum`.")
+
+
+@intrinsic
+def prefetch(typingctx, array, row, col):
+    """Ask the CPU to bring the cache line holding ``array[row, col]`` (a 2-D
+    array) into its caches for reading and writing (``llvm.prefetch``): a
+    hint that never faults and changes no result, for data a tile will read
+    only after its reduction (the gates of a recurrent step, which its
+    epilogue adds to, come from memory).
+
+    No bounds are checked: a line past the array is a harmless hint.
+    """
+    if not (isinstance(array, types.Array) and array.ndim == 2
+            and isinstance(row, types.Integer) and isinstance(col, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        ary = context.make_array(array_type)(context, builder, args[0])
+        indices = [context.cast(builder, value, value_type, types.intp)
+                   for value, value_type in zip(args[1:], signature.args[1:])]
+        ptr = cgutils.get_item_pointer(context, builder, array_type, ary, indices,
+                                       wraparound=False)
+        int8_ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [int8_ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # rw 1 (the epilogue writes the line too), locality 3 (keep it), data cache.
+        builder.call(fn, [int8_ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(array, row, col), codegen

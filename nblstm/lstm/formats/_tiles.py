@@ -12,6 +12,7 @@ from numba.np.numpy_support import as_dtype
 
 from numba import njit
 
+from ..._codegen import prefetch
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS, PREFERRED_VECTOR_BITS
 
 #: Bytes of one row of a register tile: four vector registers (4 x 4
@@ -136,3 +137,19 @@ def writes_row(tile_rows, slot):
     """Whether slot ``slot`` of a 4-row tile of rows ``tile_rows``
     (:func:`four_rows`) writes its row: a repeated row is written once."""
     return slot == 0 or tile_rows[slot] != tile_rows[slot - 1]
+
+
+#: Bytes of a cache line (x86 and most ARM cores).
+CACHE_LINE_BYTES = 64
+
+
+@njit(inline="always", **JIT_OPTIONS)
+def prefetch_row(out, r, j0, n_valid):
+    """Prefetch the cache lines of ``out[r, j0:j0 + n_valid]``: a tile whose
+    epilogue adds to ``out`` (int8, bfloat16) asks for its rows before its
+    reduction, so that they arrive while it runs. A step's gates were
+    projected a window earlier and come from memory: the epilogue's loads
+    of them were the hottest instructions of an int8 step at batch 64."""
+    step = CACHE_LINE_BYTES // out.itemsize
+    for jj in range(0, n_valid, step):
+        prefetch(out, r, j0 + np.uint64(jj))

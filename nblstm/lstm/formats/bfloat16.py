@@ -94,8 +94,8 @@ from ..._codegen import fused_multiply_add, prefer_vector_width
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, tile_columns, \
-    tile_schedule, writes_row
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, prefetch_row, \
+    tile_columns, tile_schedule, writes_row
 from ._x86 import bf16_fma_4_rows
 
 #: Columns of one bfloat16 panel (and tile): the float32 tile's, so every
@@ -495,6 +495,8 @@ def _tile_4_rows(pairs, exact, weights, panel, out, r0, r1, r2, r3, j0, n_valid)
     else:
         tile = _tile_buffer(out)
         _clear(tile, 4 * WIDTH)
+        for slot in range(TILE_ROWS):
+            prefetch_row(out, tile_rows[slot], j0, n_valid)
         for g in range(panel.shape[0]):
             _reduction_step_4(tile, pairs, r0, r1, r2, r3, g, panel, weights)
         for slot in range(TILE_ROWS):
@@ -511,6 +513,8 @@ def _tile_6_rows(pairs, exact, weights, panel, out, r, j0, n_valid):
     else:
         tile = _tile_buffer(out)
         _clear(tile, 6 * WIDTH)
+        for slot in range(6):
+            prefetch_row(out, r + slot, j0, n_valid)
         for g in range(panel.shape[0]):
             _reduction_step_6(tile, pairs, r, g, panel, weights)
         for slot in range(6):
@@ -528,6 +532,7 @@ def _tile_1_row(pairs, exact, weights, panel, out, r, j0, n_valid):
     else:
         tile = _tile_buffer(out)
         _clear(tile, WIDTH)
+        prefetch_row(out, r, j0, n_valid)
         for g in range(panel.shape[0]):
             _reduction_step_1(tile, pairs, r, g, panel, weights)
         _add_row(tile, WIDTH, 0, out, r, j0, n_valid)
@@ -545,6 +550,8 @@ def _avx2_tile_4_rows(pairs, panel, out, r0, r1, r2, r3, j0, n_valid):
     tile = _tile_buffer(out)
     lanes = _AVX2_PASS_COLUMNS
     tile_rows = (r0, r1, r2, r3)
+    for slot in range(TILE_ROWS):
+        prefetch_row(out, tile_rows[slot], j0, n_valid)
     for c0 in range(0, n_valid, lanes):
         _clear(tile, 4 * lanes)
         for g in range(panel.shape[0]):

@@ -72,8 +72,8 @@ from ..._codegen import fused_multiply_add, maximum, minimum, prefer_vector_widt
 from ..._config import EXACT_JIT_OPTIONS, INLINE_JIT_OPTIONS, JIT_OPTIONS
 from .. import _cpu
 from . import _amx, _dispatch
-from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, tile_columns, \
-    tile_schedule, writes_row
+from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, prefetch_row, \
+    tile_columns, tile_schedule, writes_row
 from ._x86 import pmaddwd_1_row, pmaddwd_4_rows
 
 #: Columns of one int8 panel (and tile): the float32 tile's, so every format
@@ -422,10 +422,12 @@ def _tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
     prefer_vector_width()
     tile = _tile_buffer(weights.col_sums)
     _clear(tile, 4 * WIDTH)
+    tile_rows = (r0, r1, r2, r3)
+    for slot in range(TILE_ROWS):
+        prefetch_row(out, tile_rows[slot], j0, n_valid)
     q = rows.q
     for g in range(panel.shape[0]):
         _reduction_step_4(tile, q, r0, r1, r2, r3, 4 * g, panel, g, weights)
-    tile_rows = (r0, r1, r2, r3)
     for slot in range(TILE_ROWS):  # one call site: see _tiles.tile_schedule
         if writes_row(tile_rows, slot):
             _dequantize_row(tile, slot, rows, weights, out, tile_rows[slot], j0, n_valid)
@@ -436,6 +438,8 @@ def _tile_6_rows(rows, weights, panel, out, r, j0, n_valid):
     prefer_vector_width()
     tile = _tile_buffer(weights.col_sums)
     _clear(tile, 6 * WIDTH)
+    for i in range(6):
+        prefetch_row(out, r + i, j0, n_valid)
     q = rows.q
     for g in range(panel.shape[0]):
         _reduction_step_6(tile, q, r, 4 * g, panel, g, weights)
@@ -449,6 +453,7 @@ def _tile_1_row(rows, weights, panel, out, r, j0, n_valid):
     prefer_vector_width()
     tile = _tile_buffer(weights.col_sums)
     _clear(tile, 2 * WIDTH)
+    prefetch_row(out, r, j0, n_valid)
     q = rows.q
     for g in range(0, panel.shape[0], 2):  # an even count: see int8_panels
         _reduction_step_1(tile, q, r, 4 * g, panel, g, weights)
@@ -561,6 +566,8 @@ def _avx2_tile_4_rows(rows, weights, panel, out, r0, r1, r2, r3, j0, n_valid):
     q = rows.q
     lanes = 2 * _AVX2_PASS_COLUMNS
     tile_rows = (r0, r1, r2, r3)
+    for slot in range(TILE_ROWS):
+        prefetch_row(out, tile_rows[slot], j0, n_valid)
     for c0 in range(0, n_valid, _AVX2_PASS_COLUMNS):
         _clear(tile, 4 * lanes)
         for g in range(panel.shape[0]):
@@ -579,6 +586,7 @@ def _avx2_tile_1_row(rows, weights, panel, out, r, j0, n_valid):
     tile = _tile_buffer(weights.col_sums)
     q = rows.q
     lanes = 2 * _AVX2_ROW_COLUMNS
+    prefetch_row(out, r, j0, n_valid)
     for c0 in range(0, n_valid, _AVX2_ROW_COLUMNS):
         _clear(tile, lanes)
         for g in range(panel.shape[0]):
