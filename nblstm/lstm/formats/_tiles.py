@@ -14,6 +14,7 @@ from numba import njit
 
 from ..._codegen import prefetch
 from ..._config import INLINE_JIT_OPTIONS, JIT_OPTIONS, PREFERRED_VECTOR_BITS
+from ..._memory import CACHE_LINE_BYTES
 
 #: Bytes of one row of a register tile: four vector registers (4 x 4
 #: accumulators for a 4-row tile, of the 32 registers AVX-512 has).
@@ -137,10 +138,6 @@ def writes_row(tile_rows, slot):
     """Whether slot ``slot`` of a 4-row tile of rows ``tile_rows``
     (:func:`four_rows`) writes its row: a repeated row is written once."""
     return slot == 0 or tile_rows[slot] != tile_rows[slot - 1]
-
-
-#: Bytes of a cache line (x86 and most ARM cores).
-CACHE_LINE_BYTES = 64
 
 
 @njit(inline="always", **JIT_OPTIONS)
