@@ -124,11 +124,11 @@ def _values(rng, shape, scale_exponents, specials):
        specials=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
 def test_matmul_accumulate_matches_twin_bitwise(kernels, n_rows, inner, block_cols, n_blocks,
                                                 tall, magnitudes, specials, seed):
-    """Every tile (6, 4, 2-3 sharing a 4-row tile, 1 row), partial panels,
-    gate blocks, odd K (padding), and values whose products or partial sums
-    fall below 2**-126 (denormal operands, flushed results: the portable path
-    then emulates DAZ and FTZ) or overflow: vdpbf16ps's bits, and the
-    portable FMAs', are the twin's."""
+    """Every tile (6, 4, 2-3 sharing a 4-row tile, 1 row, 1 row of two
+    panels), partial panels, gate blocks, odd K (padding), and values whose
+    products or partial sums fall below 2**-126 (denormal operands, flushed
+    results: the portable path then emulates DAZ and FTZ) or overflow:
+    vdpbf16ps's bits, and the portable FMAs', are the twin's."""
     rng = np.random.default_rng(seed)
     cols = n_blocks * block_cols
     a = _values(rng, (n_rows + 2, inner), magnitudes, specials)

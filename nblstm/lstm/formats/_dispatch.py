@@ -38,9 +38,11 @@ or a weights class's ``ROW_BLOCK`` (an AMX block, 32).
 
 Where ``pairs_panels(weights, n_rows)`` is true, the loops run two panels at
 once: ``panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq)``
-is ``panel_product`` of panels ``p`` and ``q`` for one row. Only the float
-format has such a tile (a row of two panels, 8 accumulators: one panel's 4
-chains stall on FMA latency); for the others it is false.
+is ``panel_product`` of panels ``p`` and ``q`` for one row. The float
+format and the vdpbf16ps bfloat16 weights (a weights class whose
+``PAIR_TILE`` is true) have such a tile: a row of two panels, 8
+accumulators, where one panel's 4 chains stall on the latency of the FMA or
+vdpbf16ps; for the others it is false.
 """
 
 from __future__ import annotations
@@ -90,15 +92,20 @@ def panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
     raise NotImplementedError(_JIT_ONLY)
 
 
+def _has_pair_tile(weights) -> bool:
+    return isinstance(weights, types.BaseNamedTuple) \
+        and getattr(weights.instance_class, "PAIR_TILE", False)
+
+
 @overload(pairs_panels, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _pairs_panels(weights, n_rows):
-    if not isinstance(weights, types.Array):
-        return lambda weights, n_rows: False  # only float panels have a pair tile
+    if not (isinstance(weights, types.Array) or _has_pair_tile(weights)):
+        return lambda weights, n_rows: False
 
 
 @overload(panel_pair_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
 def _no_pair_tile(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
-    if not isinstance(weights, types.Array):
+    if not (isinstance(weights, types.Array) or _has_pair_tile(weights)):
         return lambda operand, weights, p, q, out, j0p, nvp, j0q, nvq: None  # never called
 
 

@@ -344,6 +344,25 @@ def dpbf16ps_4_rows(typingctx, tile, pairs, r0, r1, r2, r3, panel, g):
 
 
 @intrinsic
+def dpbf16ps_1_row_2_panels(typingctx, tile, pairs, r, panel0, panel1, g):
+    """Tile rows 0 and 1 += ``pairs[r, g]`` . ``panel0[g]`` and . ``panel1[g]``:
+    one row through two panels, each column's sums in the order of
+    :func:`dpbf16ps_1_row`, with 8 independent accumulator vectors instead
+    of 4 (one panel's 4 chains wait on vdpbf16ps's latency)."""
+    def codegen(context, builder, signature, args):
+        tile_v, pairs_v, r_v, panel0_v, panel1_v, g_v = args
+        where = _item_pointer(context, builder, signature.args[1], pairs_v, [r_v, g_v])
+        zero = context.get_constant(types.intp, 0)
+        for slot, (panel_type, panel_v) in enumerate(((signature.args[3], panel0_v),
+                                                      (signature.args[4], panel1_v))):
+            weights = _item_pointer(context, builder, panel_type, panel_v, [g_v, zero])
+            _emit_dpbf16ps(builder, tile_v, [where], [slot], weights)
+        return context.get_dummy_value()
+
+    return types.none(tile, pairs, r, panel0, panel1, g), codegen
+
+
+@intrinsic
 def dpbf16ps_6_rows(typingctx, tile, pairs, r, panel, g):
     """Tile rows 0..5 += ``pairs[r + i, g]`` . ``panel[g]``."""
     def codegen(context, builder, signature, args):

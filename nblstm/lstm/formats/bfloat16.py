@@ -58,9 +58,10 @@ the tile state)
 
 Tiles
     4 (or 6, or 1) rows x ``width`` columns of float32 sums stay in registers
-    while the reduction runs over the pairs; every row, whatever tile it is
-    in, sums its pairs in the same order, so how the rows are cut (plans,
-    threads) changes no bit. ``vdpbf16ps`` where the CPU has AVX512-BF16
+    while the reduction runs over the pairs (a single row on vdpbf16ps takes
+    two panels at a time, for 8 independent accumulators); every row,
+    whatever tile it is in, sums its pairs in the same order, so how the rows
+    are cut (plans, threads) changes no bit. ``vdpbf16ps`` where the CPU has AVX512-BF16
     (:class:`Bf16Panels`); elsewhere (:class:`Bf16PanelsPortable`) float32
     FMAs in the same order on the widened values (``bits << 16``). The FMAs
     equal ``vdpbf16ps`` bit for bit (NaN payloads aside) whenever no operand
@@ -96,7 +97,7 @@ from .. import _cpu
 from . import _amx, _dispatch
 from ._tiles import TALL_TILE_ROWS, TILE_ROWS, _tile_buffer, four_rows, prefetch_row, \
     tile_columns, tile_schedule, writes_row
-from ._x86 import bf16_fma_4_rows
+from ._x86 import bf16_fma_4_rows, dpbf16ps_1_row_2_panels
 
 #: Columns of one bfloat16 panel (and tile): the float32 tile's, so every
 #: format splits the hidden units on the same panel boundaries.
@@ -130,15 +131,22 @@ class Bf16Panels(NamedTuple):
     panels: np.ndarray
     min_exponent: int
 
+    #: A one-row product runs two panels at a time (see _dispatch.pairs_panels).
+    PAIR_TILE = True
+
 
 class Bf16PanelsPortable(Bf16Panels):
     """:class:`Bf16Panels` for the portable (float32 FMA) tiles; same fields."""
+
+    PAIR_TILE = False
 
 
 class Bf16PanelsAVX2(Bf16Panels):
     """:class:`Bf16Panels` for the portable tiles' FMAs as explicit AVX2
     steps (``_x86.bf16_fma_4_rows``: 4 rows x 16 columns a pass, within
     AVX2's 16 registers); same fields, the portable tiles' bits."""
+
+    PAIR_TILE = False
 
 
 class Bf16PanelsAMX(Bf16Panels):
@@ -148,6 +156,7 @@ class Bf16PanelsAMX(Bf16Panels):
 
     WHOLE_PRODUCT = True  # all panels in one call: see _dispatch.whole_product
     ROW_BLOCK = 32  # whole AMX blocks: see _dispatch.row_block
+    PAIR_TILE = False
 
 
 class Bf16Rows(NamedTuple):
@@ -538,6 +547,22 @@ def _tile_1_row(pairs, exact, weights, panel, out, r, j0, n_valid):
         _add_row(tile, WIDTH, 0, out, r, j0, n_valid)
 
 
+@njit(inline="always", **JIT_OPTIONS)
+def _tile_1_row_2_panels(pairs, panel0, panel1, out, r, j0, n0, j1, n1):
+    """Row ``r`` through two panels at once (vdpbf16ps only, never exact):
+    :func:`_tile_1_row`'s sums for each panel, so the same bits, with 8
+    accumulator vectors in flight instead of 4."""
+    prefer_vector_width()
+    tile = _tile_buffer(out)
+    _clear(tile, 2 * WIDTH)
+    prefetch_row(out, r, j0, n0)
+    prefetch_row(out, r, j1, n1)
+    for g in range(panel0.shape[0]):
+        dpbf16ps_1_row_2_panels(tile, pairs, r, panel0, panel1, g)
+    _add_row(tile, WIDTH, 0, out, r, j0, n0)
+    _add_row(tile, WIDTH, 1, out, r, j1, n1)
+
+
 #: Columns of one pass of the AVX2 4-row tile (two float32 vectors).
 _AVX2_PASS_COLUMNS = 16
 
@@ -751,6 +776,21 @@ def _panel_product(operand, weights, p, out, n_rows, j0, n_valid, tall):
         def impl(operand, weights, p, out, n_rows, j0, n_valid, tall):
             panel_accumulate(operand, weights, weights.panels[p].view(np.uint32), out, n_rows,
                              j0, n_valid, tall)
+        return impl
+
+
+@overload(_dispatch.pairs_panels, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _pairs_panels(weights, n_rows):
+    if _is_bf16(weights) and weights.instance_class.PAIR_TILE:
+        return lambda weights, n_rows: n_rows == 1
+
+
+@overload(_dispatch.panel_pair_product, inline="always", jit_options=INLINE_JIT_OPTIONS)
+def _panel_pair_product(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
+    if _is_bf16(weights) and weights.instance_class.PAIR_TILE:
+        def impl(operand, weights, p, q, out, j0p, nvp, j0q, nvq):
+            _tile_1_row_2_panels(operand.q.view(np.uint32), weights.panels[p].view(np.uint32),
+                                 weights.panels[q].view(np.uint32), out, 0, j0p, nvp, j0q, nvq)
         return impl
 
 
