@@ -61,8 +61,8 @@ Tiles
     while the reduction runs over the pairs (a single row on vdpbf16ps takes
     two panels at a time, for 8 independent accumulators); every row,
     whatever tile it is in, sums its pairs in the same order, so how the rows
-    are cut (plans, threads) changes no bit. ``vdpbf16ps`` where the CPU has AVX512-BF16
-    (:class:`Bf16Panels`); elsewhere (:class:`Bf16PanelsPortable`) float32
+    are cut (plans, threads) changes no bit. ``vdpbf16ps`` where the CPU has
+    AVX512-BF16 (:class:`Bf16Panels`); elsewhere (:class:`Bf16PanelsPortable`) float32
     FMAs in the same order on the widened values (``bits << 16``). The FMAs
     equal ``vdpbf16ps`` bit for bit (NaN payloads aside) whenever no operand
     or partial sum can be denormal: when the biased exponents of every nonzero
